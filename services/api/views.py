@@ -1,0 +1,118 @@
+"""REST views: the Orthanc Worklists plugin routes over the worklist store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from services.api.body import boolean, json_object
+from services.api.errors import RequestError
+from services.api.keys import RELAY, SESSIONS, SETTINGS
+from shared import store
+from shared.dicom_json import (
+    FORMATS,
+    Format,
+    dataset_from_tags,
+    dataset_to_format,
+    dicom_json_dict,
+    dicom_json_to_dataset,
+    validate_worklist,
+)
+from shared.events import REASON_REST
+from shared.models import SOURCE_REST
+
+UTF8 = "ISO_IR 192"
+
+
+def _format(request: web.Request) -> Format:
+    fmt = request.query.get("format", "Simplify")
+    if fmt not in FORMATS:
+        raise RequestError(400, f"format must be one of {', '.join(FORMATS)}", "format")
+    return fmt  # type: ignore[return-value]
+
+
+def creation_date(value: datetime) -> str:
+    """Orthanc's CreationDate: YYYYMMDDTHHMMSS in UTC."""
+    return value.strftime("%Y%m%dT%H%M%S")
+
+
+def _tags(item: store.StoredItem, fmt: Format) -> dict[str, Any]:
+    return dataset_to_format(dicom_json_to_dataset(item.dataset), fmt)
+
+
+def _dataset_from_body(body: dict[str, Any]) -> tuple[Dataset, bool]:
+    if "Tags" not in body:
+        raise RequestError(400, "Tags is required", "Tags")
+    return dataset_from_tags(body["Tags"]), boolean(body, "Force")
+
+
+def _complete(request: web.Request, ds: Dataset) -> None:
+    """What Orthanc adds on create: a character set, and a StudyInstanceUID when configured."""
+    if not ds.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = UTF8
+    if request.app[SETTINGS].worklists.set_study_instance_uid_if_missing and not ds.get("StudyInstanceUID"):
+        ds.StudyInstanceUID = generate_uid()
+
+
+async def create_worklist(request: web.Request) -> web.Response:
+    ds, force = _dataset_from_body(await json_object(request))
+    _complete(request, ds)
+    warnings = validate_worklist(ds, force=force)
+    item_id = str(uuid.uuid4())
+    async with request.app[SESSIONS]() as session, session.begin():
+        await store.add_item(session, item_id, dicom_json_dict(ds), source=SOURCE_REST)
+    request.app[RELAY].wake()
+    return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
+
+
+async def replace_worklist(request: web.Request) -> web.Response:
+    """PUT replaces an item after the same validation as create; `"Upsert": true` creates a missing one."""
+    item_id = request.match_info["id"]
+    body = await json_object(request)
+    ds, force = _dataset_from_body(body)
+    upsert = boolean(body, "Upsert")
+    _complete(request, ds)
+    warnings = validate_worklist(ds, force=force)
+    async with request.app[SESSIONS]() as session, session.begin():
+        try:
+            await store.replace_item(session, item_id, dicom_json_dict(ds))
+        except store.WorklistNotFound:
+            if not upsert:
+                raise
+            _check_id(item_id)
+            await store.add_item(session, item_id, dicom_json_dict(ds), source=SOURCE_REST)
+    request.app[RELAY].wake()
+    return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
+
+
+def _check_id(item_id: str) -> None:
+    if not item_id or len(item_id) > 64 or not all(c.isalnum() or c in "-_." for c in item_id):
+        raise RequestError(400, "id must be 1-64 letters, digits, '-', '_' or '.'", "id")
+
+
+async def get_worklist(request: web.Request) -> web.Response:
+    fmt = _format(request)
+    async with request.app[SESSIONS]() as session:
+        item = await store.get_item(session, request.match_info["id"])
+    return web.json_response({"ID": item.id, "Tags": _tags(item, fmt)})
+
+
+async def delete_worklist(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session, session.begin():
+        await store.remove_item(session, request.match_info["id"], reason=REASON_REST)
+    request.app[RELAY].wake()
+    return web.json_response({})
+
+
+async def list_worklists(request: web.Request) -> web.Response:
+    fmt = _format(request)
+    async with request.app[SESSIONS]() as session:
+        items = await store.list_items(session)
+    return web.json_response(
+        [{"ID": i.id, "Tags": _tags(i, fmt), "CreationDate": creation_date(i.created_at)} for i in items]
+    )

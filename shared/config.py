@@ -1,0 +1,224 @@
+"""Typed settings: an Orthanc-style JSON configuration file plus MWL_* environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import json5
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Orthanc's DefaultEncoding names and the SpecificCharacterSet each one stands for.
+ENCODINGS: dict[str, str] = {
+    "Ascii": "ISO_IR 6",
+    "Utf8": "ISO_IR 192",
+    "Latin1": "ISO_IR 100",
+    "Latin2": "ISO_IR 101",
+    "Latin3": "ISO_IR 109",
+    "Latin4": "ISO_IR 110",
+    "Latin5": "ISO_IR 148",
+    "Cyrillic": "ISO_IR 144",
+    "Arabic": "ISO_IR 127",
+    "Greek": "ISO_IR 126",
+    "Hebrew": "ISO_IR 138",
+    "Thai": "ISO_IR 166",
+    "Japanese": "ISO_IR 13",
+    "JapaneseKanji": "ISO 2022 IR 87",
+    "Korean": "ISO 2022 IR 149",
+    "SimplifiedChinese": "GB18030",
+    "Chinese": "GB18030",
+}
+
+ENV_PREFIX = "MWL_"
+
+
+class ConfigError(ValueError):
+    """A configuration option is invalid; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Modality(_Section):
+    """A known DICOM peer: Orthanc's `"name": ["AET", "host", port]`."""
+
+    aet: str
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+
+class WorklistsSettings(_Section):
+    """Orthanc's "Worklists" section."""
+
+    enable: bool = Field(True, alias="Enable")
+    directory: Path | None = Field(None, alias="Directory")
+    save_in_database: bool | None = Field(None, alias="SaveInOrthancDatabase")
+    filter_issuer_aet: bool = Field(False, alias="FilterIssuerAet")
+    limit_answers: int = Field(0, ge=0, alias="LimitAnswers")
+    set_study_instance_uid_if_missing: bool = Field(True, alias="SetStudyInstanceUidIfMissing")
+    delete_on_stable_study: bool = Field(True, alias="DeleteWorklistsOnStableStudy")
+    housekeeping_interval: float = Field(60.0, gt=0, alias="HousekeepingInterval")
+    delete_delay_hours: float = Field(0.0, ge=0, alias="DeleteWorklistsDelay")
+
+    @property
+    def folder_mode(self) -> bool:
+        """REST-created items are written as `.wl` files into `Directory`."""
+        return self.directory is not None and not self.save_in_database
+
+    @model_validator(mode="after")
+    def _storage_is_coherent(self) -> WorklistsSettings:
+        if self.save_in_database is False and self.directory is None:
+            raise ValueError(
+                "Worklists.SaveInOrthancDatabase is false but Worklists.Directory is not set: "
+                "set a Directory for folder mode, or SaveInOrthancDatabase to true"
+            )
+        return self
+
+
+class Settings(_Section):
+    """Everything the three services read; built once in each service's main() and passed down."""
+
+    dicom_aet: str = Field("ORTHANC", alias="DicomAet", min_length=1, max_length=16)
+    dicom_port: int = Field(4242, ge=0, le=65535, alias="DicomPort")
+    http_port: int = Field(8042, ge=0, le=65535, alias="HttpPort")
+    bind_address: str = Field("127.0.0.1", alias="BindAddress")
+    dicom_modalities: dict[str, Modality] = Field(default_factory=dict, alias="DicomModalities")
+    always_allow_find_worklist: bool = Field(True, alias="DicomAlwaysAllowFindWorklist")
+    check_called_aet: bool = Field(False, alias="DicomCheckCalledAet")
+    check_modality_host: bool = Field(False, alias="DicomCheckModalityHost")
+    default_encoding: str = Field("Latin1", alias="DefaultEncoding")
+    case_sensitive_pn: bool = Field(True, alias="CaseSensitivePN")
+    database_url: str = Field("sqlite:///./data/worklists.db", alias="DatabaseUrl")
+    nats_url: str = Field("nats://127.0.0.1:4222", alias="NatsUrl")
+    max_body_size: int = Field(4 * 1024 * 1024, gt=0, alias="MaxBodySize")
+    outbox_poll_interval: float = Field(0.5, gt=0, alias="OutboxPollInterval")
+    worklists: WorklistsSettings = Field(default_factory=WorklistsSettings, alias="Worklists")
+
+    @property
+    def default_character_set(self) -> str:
+        """The SpecificCharacterSet assumed for stored items that carry none."""
+        return ENCODINGS[self.default_encoding]
+
+    @field_validator("dicom_modalities", mode="before")
+    @classmethod
+    def _modalities_from_orthanc_shape(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[str, Any] = {}
+        for name, entry in value.items():
+            if isinstance(entry, list | tuple):
+                if len(entry) < 3:
+                    raise ValueError(f"DicomModalities.{name} must be [\"AET\", \"host\", port]")
+                out[name] = {"aet": entry[0], "host": entry[1], "port": entry[2]}
+            elif isinstance(entry, Mapping):
+                out[name] = {"aet": entry.get("AET"), "host": entry.get("Host"), "port": entry.get("Port", 104)}
+            else:
+                out[name] = entry
+        return out
+
+    @field_validator("default_encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        if value not in ENCODINGS:
+            raise ValueError(f"unknown encoding {value!r}; one of {', '.join(ENCODINGS)}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql:// URLs are supported")
+        return value
+
+
+def _env_name(*keys: str) -> str:
+    snake = "_".join(_snake(k) for k in keys)
+    return ENV_PREFIX + snake.upper()
+
+
+def _snake(key: str) -> str:
+    out = []
+    for i, ch in enumerate(key):
+        if ch.isupper() and i and (not key[i - 1].isupper() or (i + 1 < len(key) and key[i + 1].islower())):
+            out.append("_")
+        out.append(ch)
+    return "".join(out).replace("P_N", "PN")
+
+
+def _env_value(raw: str) -> Any:
+    """Environment values are JSON when they parse as JSON (numbers, booleans, objects), else strings."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _field_aliases(model: type[BaseModel]) -> list[str]:
+    return [f.alias for f in model.model_fields.values() if f.alias]
+
+
+def environment_names() -> dict[str, str]:
+    """Each environment variable read, with the JSON option it overrides (documented in the README)."""
+    names: dict[str, str] = {}
+    for alias in _field_aliases(Settings):
+        if alias == "Worklists":
+            continue
+        names[_env_name(alias)] = alias
+    for alias in _field_aliases(WorklistsSettings):
+        names[_env_name("Worklists", alias)] = f"Worklists.{alias}"
+    return names
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse an Orthanc-style JSON file (// and /* */ comments allowed)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    try:
+        data = json5.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"configuration file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a JSON object")
+    return data
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: defaults < JSON file < MWL_* environment < explicit overrides."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    if config_file is None and env.get("MWL_CONFIG"):
+        raw = read_config_file(Path(env["MWL_CONFIG"]))
+    section = dict(raw.get("Worklists") or {})
+    for name, option in environment_names().items():
+        if name not in env:
+            continue
+        value = _env_value(env[name])
+        if option.startswith("Worklists."):
+            section[option.removeprefix("Worklists.")] = value
+        else:
+            raw[option] = value
+    raw["Worklists"] = section
+    for key, value in (overrides or {}).items():
+        raw[key] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "configuration"
+        lines.append(f"invalid configuration option {where}: {err['msg']}")
+    return "; ".join(lines)

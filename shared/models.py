@@ -1,0 +1,96 @@
+"""SQLAlchemy models: worklist items, one indexed row per Scheduled Procedure Step, and the event outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+SOURCE_REST = "rest"
+SOURCE_FOLDER = "folder"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class WorklistItem(Base):
+    """One worklist item: the whole dataset as DICOM JSON (PS3.18 F.2) plus item-level keys."""
+
+    __tablename__ = "worklist_items"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), index=True)
+    # Folder items: the file's path relative to Worklists.Directory, and a digest to notice changes.
+    source_path: Mapped[str | None] = mapped_column(String(1024), unique=True)
+    source_digest: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    steps: Mapped[list[ScheduledStep]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", passive_deletes=True, order_by="ScheduledStep.position"
+    )
+
+
+class ScheduledStep(Base):
+    """One Scheduled Procedure Step of an item: the unit a C-FIND answers, with the keys modalities query."""
+
+    __tablename__ = "scheduled_steps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("worklist_items.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    station_aet: Mapped[str] = mapped_column(String(64), default="")
+    station_name: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    start_date: Mapped[str] = mapped_column(String(8), default="")
+    start_time: Mapped[str] = mapped_column(String(16), default="")
+    # YYYYMMDDHHMMSS, sortable; "" when the SPS has no start date.
+    start_datetime: Mapped[str] = mapped_column(String(14), default="", index=True)
+    sps_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="", index=True)
+    performing_physician: Mapped[str] = mapped_column(String(324), default="")
+    # Copies of item-level keys so one indexed lookup narrows a C-FIND.
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    # PatientName folded (case and accents removed): narrows PN queries in either CaseSensitivePN mode.
+    patient_name_key: Mapped[str] = mapped_column(String(324), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    requested_procedure_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+
+    item: Mapped[WorklistItem] = relationship(back_populates="steps")
+
+    __table_args__ = (
+        Index("ix_scheduled_steps_station_start", "station_aet", "start_datetime"),
+        Index("ix_scheduled_steps_modality_start", "modality", "start_datetime"),
+    )
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it reports, published to NATS afterwards."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

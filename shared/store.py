@@ -1,0 +1,165 @@
+"""Worklist store operations; each change writes its event to the outbox in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.events import WORKLIST_CREATED, WORKLIST_DELETED, WORKLIST_UPDATED, Event, worklist_event
+from shared.indexing import item_keys, step_rows, summary
+from shared.models import OutboxEvent, ScheduledStep, WorklistItem
+
+
+class WorklistNotFound(LookupError):
+    def __init__(self, worklist_id: str) -> None:
+        super().__init__(f"unknown worklist {worklist_id}")
+        self.worklist_id = worklist_id
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    id: str
+    dataset: dict[str, Any]
+    source: str
+    source_path: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite gives back naive datetimes: every time we store is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _stored(row: WorklistItem) -> StoredItem:
+    return StoredItem(
+        id=row.id,
+        dataset=json.loads(row.dataset),
+        source=row.source,
+        source_path=row.source_path,
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+    )
+
+
+def _encode(dataset: dict[str, Any]) -> str:
+    return json.dumps(dataset, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def enqueue(session: AsyncSession, event: Event) -> None:
+    """Write `event` to the outbox; it is published once the surrounding transaction commits."""
+    session.add(
+        OutboxEvent(
+            event_id=event.event_id,
+            subject=event.subject,
+            payload=event.encode().decode(),
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+async def _insert_steps(session: AsyncSession, item_id: str, dataset: dict[str, Any]) -> None:
+    rows = step_rows(dataset)
+    if rows:
+        await session.execute(insert(ScheduledStep), [{"item_id": item_id, **row} for row in rows])
+
+
+def _item_columns(dataset: dict[str, Any]) -> dict[str, Any]:
+    keys = item_keys(dataset)
+    return {
+        "dataset": _encode(dataset),
+        "patient_id": keys.patient_id[:64],
+        "patient_name": keys.patient_name[:324],
+        "accession_number": keys.accession_number[:64],
+        "study_instance_uid": keys.study_instance_uid[:64],
+    }
+
+
+async def add_item(
+    session: AsyncSession,
+    item_id: str,
+    dataset: dict[str, Any],
+    *,
+    source: str,
+    source_path: str | None = None,
+    source_digest: str | None = None,
+    now: datetime | None = None,
+) -> StoredItem:
+    now = now or datetime.now(UTC)
+    row = WorklistItem(
+        id=item_id,
+        source=source,
+        source_path=source_path,
+        source_digest=source_digest,
+        created_at=now,
+        updated_at=now,
+        **_item_columns(dataset),
+    )
+    session.add(row)
+    await session.flush()
+    await _insert_steps(session, item_id, dataset)
+    enqueue(session, worklist_event(WORKLIST_CREATED, item_id, summary(dataset), source=source, now=now))
+    return _stored(row)
+
+
+async def replace_item(
+    session: AsyncSession,
+    item_id: str,
+    dataset: dict[str, Any],
+    *,
+    source_digest: str | None = None,
+    now: datetime | None = None,
+) -> StoredItem:
+    """Replace the item's content. Its creation time stays: an edit does not restart the deletion delay."""
+    row = await session.get(WorklistItem, item_id, with_for_update=True)
+    if row is None:
+        raise WorklistNotFound(item_id)
+    now = now or datetime.now(UTC)
+    for column, value in _item_columns(dataset).items():
+        setattr(row, column, value)
+    row.source_digest = source_digest
+    row.updated_at = now
+    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id == item_id))
+    await _insert_steps(session, item_id, dataset)
+    enqueue(session, worklist_event(WORKLIST_UPDATED, item_id, summary(dataset), source=row.source, now=now))
+    await session.flush()
+    return _stored(row)
+
+
+async def remove_item(session: AsyncSession, item_id: str, *, reason: str) -> StoredItem:
+    """Delete the item; raises WorklistNotFound when it is already gone (callers may treat that as success)."""
+    row = await session.get(WorklistItem, item_id, with_for_update=True)
+    if row is None:
+        raise WorklistNotFound(item_id)
+    stored = _stored(row)
+    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id == item_id))
+    await session.execute(delete(WorklistItem).where(WorklistItem.id == item_id))
+    enqueue(
+        session,
+        worklist_event(WORKLIST_DELETED, item_id, summary(stored.dataset), source=stored.source, reason=reason),
+    )
+    return stored
+
+
+async def get_item(session: AsyncSession, item_id: str) -> StoredItem:
+    row = await session.get(WorklistItem, item_id)
+    if row is None:
+        raise WorklistNotFound(item_id)
+    return _stored(row)
+
+
+async def list_items(session: AsyncSession, *, limit: int | None = None, offset: int = 0) -> Sequence[StoredItem]:
+    query = select(WorklistItem).order_by(WorklistItem.created_at, WorklistItem.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_stored(row) for row in (await session.scalars(query)).all()]
+
+
+async def count_items(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(WorklistItem)) or 0)
