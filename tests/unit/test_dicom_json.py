@@ -34,6 +34,8 @@ def valid_tags(**overrides: Any) -> dict[str, Any]:
         "PatientName": "Doe^John",
         "PatientID": "P123",
         "AccessionNumber": "A1",
+        "RequestedProcedureID": "RP1",
+        "StudyInstanceUID": "1.2.840.5",
         SPS: [
             {
                 "Modality": "US",
@@ -588,12 +590,12 @@ def test_orthanc_minimum_is_required_unless_forced(tags: dict[str, Any], field: 
 
 def test_forced_item_without_steps_is_warned_about() -> None:
     warnings = validate_worklist(
-        dataset_from_tags({"PatientName": "Doe^John", "PatientID": "P1"}), force=True
+        dataset_from_tags({k: v for k, v in valid_tags().items() if k != SPS}), force=True
     )
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{SPS} is absent")
     warnings = validate_worklist(
-        dataset_from_tags({"PatientName": "D", "PatientID": "P", SPS: []}), force=True
+        dataset_from_tags(valid_tags(ScheduledProcedureStepSequence=[])), force=True
     )
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{SPS} is empty")
@@ -603,6 +605,7 @@ def test_warnings_name_each_absent_or_empty_type1_key() -> None:
     tags = valid_tags(PatientName="")
     del tags["PatientID"]
     del tags["AccessionNumber"]  # type 2: no warning
+    del tags["RequestedProcedureID"]
     tags[SPS][0]["ScheduledStationAETitle"] = ""
     del tags[SPS][0]["ScheduledProcedureStepID"]
     tags[SPS].append({"Modality": "CT"})
@@ -610,6 +613,7 @@ def test_warnings_name_each_absent_or_empty_type1_key() -> None:
     expected = [
         "PatientName is empty",
         "PatientID is absent",
+        "RequestedProcedureID is absent",
         f"{SPS}[0].ScheduledStationAETitle is empty",
         f"{SPS}[0].ScheduledProcedureStepID is absent",
         f"{SPS}[1].ScheduledStationAETitle is absent",
