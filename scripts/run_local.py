@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared.config import ConfigError, load_settings
 from shared.logs import configure_logging
@@ -33,9 +34,10 @@ def _wait_for_port(port: int, timeout: float) -> bool:
     return False
 
 
-def _start_nats() -> tuple[subprocess.Popen[bytes], str]:
+def _start_nats(url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start nats-server with JetStream on the loopback port of NatsUrl (4222 by default)."""
     binary = Path(sys.executable).parent / "nats-server"
-    port = 4222
+    port = urlsplit(url).port or 4222
     DATA.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(DATA / "nats")],
@@ -43,7 +45,7 @@ def _start_nats() -> tuple[subprocess.Popen[bytes], str]:
     )
     if not _wait_for_port(port, 10):
         process.terminate()
-        raise RuntimeError("nats-server did not start on 127.0.0.1:4222 (is the port taken?)")
+        raise RuntimeError(f"nats-server did not start on 127.0.0.1:{port} (is the port taken?)")
     return process, f"nats://127.0.0.1:{port}"
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         env["MWL_CONFIG"] = str(args.config.resolve())
     try:
         if "MWL_NATS_URL" not in os.environ:
-            nats, url = _start_nats()
+            nats, url = _start_nats(settings.nats_url)
             children.append(nats)
             env["MWL_NATS_URL"] = url
             logger.info("NATS with JetStream on %s", url)

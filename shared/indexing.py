@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from shared.match_values import fold_pn, person_name_str, sps_start_key
 
 # DICOM JSON tags (PS3.18 F.2 keys) of the keys the store indexes.
 PATIENT_NAME = "00100010"
@@ -23,20 +24,6 @@ STATION_NAME = "00400010"
 SPS_STATUS = "00400020"
 
 
-def fold_pn(value: str) -> str:
-    """Case- and accent-insensitive form of a person name (NFKD, combining marks dropped, casefolded)."""
-    decomposed = unicodedata.normalize("NFKD", value)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def sps_start_key(date: str, time: str) -> str:
-    """Sortable YYYYMMDDHHMMSS key of an SPS start; "" when there is no date, midnight when there is no time."""
-    if not date:
-        return ""
-    digits = time.split(".", 1)[0].replace(":", "")
-    return date[:8] + (digits + "000000")[:6]
-
-
 def text_value(element: dict[str, Any] | None) -> str:
     """The first value of a DICOM JSON element as text ("" when absent or zero-length)."""
     if not element:
@@ -46,10 +33,15 @@ def text_value(element: dict[str, Any] | None) -> str:
         return ""
     first = values[0]
     if isinstance(first, dict):
-        return "=".join(
-            part for part in (first.get("Alphabetic", ""), first.get("Ideographic", ""), first.get("Phonetic", ""))
-        ).rstrip("=")
+        return person_name_str(first)
     return str(first) if first is not None else ""
+
+
+def station_value(element: dict[str, Any] | None) -> str:
+    """ScheduledStationAETitle may hold several AE titles: they are kept joined with a backslash, so that
+    the lookup can tell a multi-valued station (always a candidate) from a single one (indexed equality)."""
+    values = (element or {}).get("Value") or []
+    return "\\".join(str(v) for v in values if v is not None)
 
 
 @dataclass(frozen=True)
@@ -82,7 +74,7 @@ def step_rows(dataset: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "position": position,
-                "station_aet": text_value(sps.get(STATION_AET)),
+                "station_aet": station_value(sps.get(STATION_AET)),
                 "station_name": text_value(sps.get(STATION_NAME)),
                 "modality": text_value(sps.get(MODALITY)),
                 "start_date": date,

@@ -57,7 +57,7 @@ class ScheduledStep(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("worklist_items.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    station_aet: Mapped[str] = mapped_column(String(64), default="")
+    station_aet: Mapped[str] = mapped_column(String(256), default="")
     station_name: Mapped[str] = mapped_column(String(64), default="")
     modality: Mapped[str] = mapped_column(String(16), default="")
     start_date: Mapped[str] = mapped_column(String(8), default="")
@@ -94,3 +94,37 @@ class OutboxEvent(Base):
     subject: Mapped[str] = mapped_column(String(128))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StableStudy(Base):
+    """A study.stable seen by the housekeeper, remembered until `expires_at` so a late worklist still goes."""
+
+    __tablename__ = "stable_studies"
+
+    study_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    source: Mapped[str] = mapped_column(String(32))
+    stable_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ConnectorPosition(Base):
+    """How far a change-feed connector (e.g. Orthanc's /changes) has read, kept across restarts."""
+
+    __tablename__ = "connector_positions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FolderRejection(Base):
+    """A `.wl` file the folder sync could not use, remembered so it is reported once, not at every pass."""
+
+    __tablename__ = "folder_rejections"
+
+    source_path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    # Digest of the rejected bytes (or of the read error): a new version of the file is reported again.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(256))
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("item_id", sa.String(64), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("station_aet", sa.String(64), nullable=False),
+        sa.Column("station_aet", sa.String(256), nullable=False),
         sa.Column("station_name", sa.String(64), nullable=False),
         sa.Column("modality", sa.String(16), nullable=False),
         sa.Column("start_date", sa.String(8), nullable=False),
