@@ -1,0 +1,1 @@
+"""The Modality Worklist C-FIND SCP service (pynetdicom)."""

@@ -1,0 +1,192 @@
+"""One Modality Worklist C-FIND: decode, compile, narrow, match and stream answers with their statuses."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.scp.cache import ItemCache
+from services.scp.charsets import decode_query, with_character_set
+from services.scp.lookup import ItemStore
+from shared.dicom_json import TagsError, dicom_json_to_dataset
+from shared.matching import CompiledQuery, InvalidIdentifier, MatchOptions, compile_query, match_item
+
+logger = logging.getLogger(__name__)
+
+# C-FIND statuses (PS3.4 Table K.4-1 and C.4-1; PS3.7 Annex C).
+SUCCESS = 0x0000
+PENDING = 0xFF00
+PENDING_UNSUPPORTED_KEYS = 0xFF01
+CANCEL = 0xFE00
+# LimitAnswers: Table K.4-1 defines no warning status for MWL C-FIND (0xB001 "response limit" exists only
+# for Query/Retrieve, C.4.1.1.4), and a final status must be Success, Cancel or a Failure. "Refused: Out of
+# resources" with its ErrorComment (a related field of A700 in K.4-1) says the SCP stopped before the end;
+# the answers already sent stay valid. (dcm4chee refuses such a query whole with 0xC000 "Request entity too
+# large"; Orthanc ends with 0xFE00 although nobody cancelled.)
+OUT_OF_RESOURCES = 0xA700
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+# "Failed: Unable to process" (Cxxx): our own codes within the range, each with an ErrorComment.
+STORE_UNAVAILABLE = 0xC001
+INTERNAL_ERROR = 0xC002
+NOT_ALLOWED = 0xC003
+
+_SPS, _STATION = 0x00400100, 0x00400001
+_SPS_KEY, _STATION_KEY = "00400100", "00400001"
+
+Status = int | Dataset
+Response = tuple[Status, Dataset | None]
+
+
+def failure(code: int, comment: str, offending: list[int] | None = None) -> Dataset:
+    """A failure status dataset: ErrorComment is LO, so at most 64 characters, and never patient data."""
+    status = Dataset()
+    status.Status = code
+    if offending:
+        status.OffendingElement = offending
+    status.ErrorComment = comment[:64]
+    return status
+
+
+@dataclass(frozen=True)
+class FindOptions:
+    match: MatchOptions
+    default_character_set: str  # decodes queries that declare no SpecificCharacterSet
+    limit_answers: int = 0  # 0: no limit
+    filter_issuer_aet: bool = False
+
+
+@dataclass
+class FindOutcome:
+    """What one C-FIND did, for the log line (never patient data)."""
+
+    answers: int = 0
+    status: int = SUCCESS
+    candidates: int = 0
+
+
+def issuer_filter_applies(identifier: Dataset) -> bool:
+    """FilterIssuerAet applies when ScheduledStationAETitle is absent, empty or only `*` (universal)."""
+    sequence = identifier.get(_SPS)
+    if sequence is None or sequence.VR != "SQ" or not sequence.value:
+        return True
+    step = sequence.value[0]
+    if _STATION not in step:
+        return True
+    value = step[_STATION].value
+    values = list(value) if isinstance(value, list | MultiValue) else [value]
+    return all(str(v or "").strip(" ").strip("*") == "" for v in values)
+
+
+def steps_at_station(item: dict[str, Any], station: str) -> dict[str, Any] | None:
+    """The item with only its steps scheduled on `station` (None when it has none)."""
+    element = item.get(_SPS_KEY) or {}
+    steps = element.get("Value") or []
+    kept = [step for step in steps if station in _stations(step)]
+    if not kept:
+        return None
+    return item if len(kept) == len(steps) else {**item, _SPS_KEY: {**element, "Value": kept}}
+
+
+def _stations(step: dict[str, Any]) -> set[str]:
+    values = (step.get(_STATION_KEY) or {}).get("Value") or []
+    return {str(v).strip(" ") for v in values if v}
+
+
+class WorklistFinder:
+    """The C-FIND logic behind the pynetdicom handler; thread-safe, holds no per-query state."""
+
+    def __init__(self, store: ItemStore, cache: ItemCache, options: FindOptions) -> None:
+        self.store = store
+        self.cache = cache
+        self.options = options
+
+    def find(
+        self,
+        identifier: Dataset,
+        calling_aet: str,
+        is_cancelled: Callable[[], bool],
+        outcome: FindOutcome,
+    ) -> Iterator[Response]:
+        """Yield (status, answer) pairs: pending answers, then at most one final non-success status."""
+        try:
+            terms = decode_query(identifier, self.options.default_character_set)
+            query = compile_query(identifier, self.options.match)
+        except InvalidIdentifier as exc:
+            outcome.status = IDENTIFIER_DOES_NOT_MATCH
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, exc.comment, exc.offending), None
+            return
+        except Exception as exc:
+            # The exception's text may quote the identifier's values (patient data): name its type only.
+            logger.warning(
+                "C-FIND identifier from %s cannot be decoded (%s)", calling_aet, type(exc).__name__
+            )
+            outcome.status = IDENTIFIER_DOES_NOT_MATCH
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, "Identifier cannot be decoded"), None
+            return
+        station = None
+        if self.options.filter_issuer_aet and issuer_filter_applies(identifier):
+            station = calling_aet.strip(" ")
+            query = dataclasses.replace(query, station_aet=station)
+        try:
+            yield from self._answers(query, terms, station, is_cancelled, outcome)
+        except SQLAlchemyError as exc:
+            logger.error(
+                "C-FIND from %s failed: worklist store unavailable (%s)", calling_aet, type(exc).__name__
+            )
+            outcome.status = STORE_UNAVAILABLE
+            yield failure(STORE_UNAVAILABLE, "Worklist store unavailable; try again later"), None
+        except Exception:
+            logger.exception("C-FIND from %s failed", calling_aet)
+            outcome.status = INTERNAL_ERROR
+            yield failure(INTERNAL_ERROR, "Internal error of the worklist server"), None
+
+    def _answers(
+        self,
+        query: CompiledQuery,
+        terms: list[str] | None,
+        station: str | None,
+        is_cancelled: Callable[[], bool],
+        outcome: FindOutcome,
+    ) -> Iterator[Response]:
+        pending = PENDING_UNSUPPORTED_KEYS if query.unsupported else PENDING
+        limit = self.options.limit_answers
+        candidates = self.store.candidates(query)
+        outcome.candidates = len(candidates)
+        for item_id, item in self.cache.items(candidates):
+            if is_cancelled():
+                outcome.status = CANCEL
+                yield CANCEL, None
+                return
+            if station is not None:
+                restricted = steps_at_station(item, station)
+                if restricted is None:
+                    continue
+                item = restricted
+            for response in match_item(query, item):
+                if limit and outcome.answers >= limit:
+                    outcome.status = OUT_OF_RESOURCES
+                    yield failure(OUT_OF_RESOURCES, f"LimitAnswers {limit} reached: list cut"), None
+                    return
+                answer = _answer(item_id, response, terms)
+                if answer is not None:
+                    outcome.answers += 1
+                    yield pending, answer
+        if is_cancelled():  # a cancel that arrived after the last answer still deserves its FE00
+            outcome.status = CANCEL
+            yield CANCEL, None
+
+
+def _answer(item_id: str, response: dict[str, Any], terms: list[str] | None) -> Dataset | None:
+    try:
+        return dicom_json_to_dataset(with_character_set(response, terms))
+    except TagsError:
+        # One damaged stored item must not fail every query (Orthanc does): skip it, say which.
+        logger.error("worklist %s cannot be turned into a C-FIND answer; skipped", item_id)
+        return None

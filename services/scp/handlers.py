@@ -1,0 +1,133 @@
+"""pynetdicom event handlers: association policy, TCP_NODELAY, C-ECHO and the C-FIND generator."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+
+from pynetdicom import evt
+from pynetdicom.events import Event
+
+from services.scp.find import (
+    CANCEL,
+    IDENTIFIER_DOES_NOT_MATCH,
+    NOT_ALLOWED,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    FindOutcome,
+    Response,
+    WorklistFinder,
+    failure,
+)
+from services.scp.policy import AccessPolicy
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ: rejected-permanent, by the DICOM UL service-user (PS3.8 9.3.4).
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+# Seconds a C-FIND waits for pynetdicom to send what it queued before checking for a C-CANCEL.
+_DRAIN_WAIT = 0.5
+
+
+def cancel_check(event: Event) -> Callable[[], bool]:
+    """Whether the peer sent a C-CANCEL, asked in a way that lets pynetdicom notice one.
+
+    pynetdicom's DUL thread reads incoming PDUs only in loops where it has nothing left to send, so a
+    handler that queues answers faster than they leave never sees the C-CANCEL (all answers go out, then
+    Success). Waiting for the outgoing queue to drain first keeps cancellation prompt: at most a few answers
+    after the C-CANCEL arrives. When the queue is already empty, as between slow matches, this costs nothing.
+    """
+    outgoing = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
+
+    def is_cancelled() -> bool:
+        if outgoing is not None:
+            deadline = time.monotonic() + _DRAIN_WAIT
+            while not outgoing.empty() and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        return bool(event.is_cancelled)
+
+    return is_cancelled
+
+
+def handle_conn_open(event: Event) -> None:
+    """Turn Nagle's algorithm off: each C-FIND answer is a small PDU that must leave at once."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        with suppress(OSError):  # the peer may already be gone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def handle_requested(event: Event, policy: AccessPolicy) -> None:
+    """Reject an association the access policy refuses, saying why in the log."""
+    request = event.assoc.requestor.primitive
+    if request is None:
+        return
+    calling, called = str(request.calling_ae_title), str(request.called_ae_title)
+    host = str(event.assoc.requestor.address)
+    refusal = policy.check_association(calling, called, host)
+    if refusal is not None:
+        logger.warning("association from %r at %s rejected: %s", calling.strip(), host, refusal.reason)
+        event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, refusal.diagnostic)
+        # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ has left and the peer
+        # closed, otherwise the socket is shut at once and the peer sees an abort instead of the reason.
+        event.assoc.kill()
+
+
+def handle_echo(event: Event) -> int:
+    """C-ECHO (Verification) always succeeds for an accepted association."""
+    return 0x0000
+
+
+def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> Iterator[Response]:
+    """C-FIND of the Modality Worklist Information Model: a generator, so answers stream as found.
+
+    pynetdicom sends the final Success itself when the generator ends without a final status.
+    """
+    calling = str(event.assoc.requestor.ae_title).strip()
+    started = time.perf_counter()
+    outcome = FindOutcome()
+    try:
+        refusal = policy.check_find(calling)
+        if refusal is not None:
+            logger.warning(
+                "C-FIND from %r at %s refused: %s", calling, event.assoc.requestor.address, refusal.reason
+            )
+            outcome.status = NOT_ALLOWED
+            yield failure(NOT_ALLOWED, "Calling AE title not allowed to query"), None
+            return
+        try:
+            identifier = event.identifier
+        except Exception:  # pydicom decodes lazily, but a truncated stream fails here already
+            outcome.status = IDENTIFIER_DOES_NOT_MATCH
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, "Identifier cannot be decoded"), None
+            return
+        yield from finder.find(identifier, calling, cancel_check(event), outcome)
+    finally:
+        elapsed = (time.perf_counter() - started) * 1000
+        log = logger.warning if outcome.status not in (SUCCESS, CANCEL) else logger.info
+        log(
+            "C-FIND from %r: %d answer(s) of %d candidate(s), final status 0x%04X, %.1f ms",
+            calling,
+            outcome.answers,
+            outcome.candidates,
+            outcome.status,
+            elapsed,
+        )
+        if outcome.status == OUT_OF_RESOURCES:
+            logger.warning(
+                "C-FIND from %r: LimitAnswers reached, list cut after %d answers", calling, outcome.answers
+            )
+
+
+def bind(finder: WorklistFinder, policy: AccessPolicy) -> list[evt.EventHandlerType]:
+    """The evt_handlers list for ae.start_server: dependencies go in as handler arguments."""
+    return [
+        (evt.EVT_CONN_OPEN, handle_conn_open),
+        (evt.EVT_REQUESTED, handle_requested, [policy]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_FIND, handle_find, [finder, policy]),
+    ]
