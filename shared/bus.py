@@ -125,13 +125,20 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after a commit that wrote events)."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Make run() return once the batch under way, if any, is done. Cancelling run() instead can cut a
+        transaction off mid-way, and its connection is then dropped rather than returned to the pool."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 while await self.publish_batch() == self.batch_size:
                     pass
@@ -139,8 +146,12 @@ class OutboxRelay:
                 raise
             except Exception:
                 logger.exception("outbox relay pass failed; retrying")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (gh-86296).
+            if self._stopping:
+                return
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def publish_batch(self) -> int:
@@ -160,7 +171,8 @@ class OutboxRelay:
             published: list[int] = []
             for row in rows:
                 try:
-                    # The event id is the JetStream message id: a batch re-sent after a crash is de-duplicated.
+                    # The event id is the JetStream message id: a batch re-sent after a crash is
+                    # de-duplicated.
                     await js.publish(row.subject, row.payload.encode(), headers={"Nats-Msg-Id": row.event_id})
                 except Exception as exc:  # NATS away or slow: keep this row and the ones after it, in order
                     logger.warning("publishing outbox events paused: %s", type(exc).__name__)

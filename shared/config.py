@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import json5
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -63,6 +63,11 @@ class WorklistsSettings(_Section):
     delete_on_stable_study: bool = Field(True, alias="DeleteWorklistsOnStableStudy")
     housekeeping_interval: float = Field(60.0, gt=0, alias="HousekeepingInterval")
     delete_delay_hours: float = Field(0.0, ge=0, alias="DeleteWorklistsDelay")
+    # Our additions to the section.
+    stable_study_memory_hours: float = Field(24.0, ge=0, alias="StableStudyMemory")
+    file_settle_seconds: float = Field(2.0, ge=0, alias="FileSettleTime")
+    watch_directory: bool = Field(True, alias="WatchDirectory")
+    scp_cache_items: int = Field(20_000, ge=0, alias="ScpCacheItems")
 
     @property
     def folder_mode(self) -> bool:
@@ -77,6 +82,19 @@ class WorklistsSettings(_Section):
                 "set a Directory for folder mode, or SaveInOrthancDatabase to true"
             )
         return self
+
+
+class OrthancConnectorSettings(_Section):
+    """The housekeeper's connector that follows an Orthanc PACS's /changes feed (off without a Url)."""
+
+    url: str | None = Field(None, alias="Url")
+    username: str | None = Field(None, alias="Username")
+    password: str | None = Field(None, alias="Password")
+    poll_interval: float = Field(1.0, gt=0, alias="PollInterval")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
 
 
 class Settings(_Section):
@@ -96,7 +114,14 @@ class Settings(_Section):
     nats_url: str = Field("nats://127.0.0.1:4222", alias="NatsUrl")
     max_body_size: int = Field(4 * 1024 * 1024, gt=0, alias="MaxBodySize")
     outbox_poll_interval: float = Field(0.5, gt=0, alias="OutboxPollInterval")
+    scp_health_port: int = Field(8043, ge=0, le=65535, alias="ScpHealthPort")
+    housekeeper_health_port: int = Field(8044, ge=0, le=65535, alias="HousekeeperHealthPort")
+    log_format: Literal["text", "json"] = Field("text", alias="LogFormat")
+    log_patient_data: bool = Field(False, alias="LogPatientData")
     worklists: WorklistsSettings = Field(default_factory=WorklistsSettings, alias="Worklists")
+    orthanc_connector: OrthancConnectorSettings = Field(
+        default_factory=OrthancConnectorSettings, alias="OrthancConnector"
+    )
 
     @property
     def default_character_set(self) -> str:
@@ -115,7 +140,11 @@ class Settings(_Section):
                     raise ValueError(f"DicomModalities.{name} must be [\"AET\", \"host\", port]")
                 out[name] = {"aet": entry[0], "host": entry[1], "port": entry[2]}
             elif isinstance(entry, Mapping):
-                out[name] = {"aet": entry.get("AET"), "host": entry.get("Host"), "port": entry.get("Port", 104)}
+                out[name] = {
+                    "aet": entry.get("AET"),
+                    "host": entry.get("Host"),
+                    "port": entry.get("Port", 104),
+                }
             else:
                 out[name] = entry
         return out
@@ -161,15 +190,21 @@ def _field_aliases(model: type[BaseModel]) -> list[str]:
     return [f.alias for f in model.model_fields.values() if f.alias]
 
 
+SECTIONS: dict[str, type[BaseModel]] = {
+    "Worklists": WorklistsSettings,
+    "OrthancConnector": OrthancConnectorSettings,
+}
+
+
 def environment_names() -> dict[str, str]:
     """Each environment variable read, with the JSON option it overrides (documented in the README)."""
     names: dict[str, str] = {}
     for alias in _field_aliases(Settings):
-        if alias == "Worklists":
-            continue
-        names[_env_name(alias)] = alias
-    for alias in _field_aliases(WorklistsSettings):
-        names[_env_name("Worklists", alias)] = f"Worklists.{alias}"
+        if alias not in SECTIONS:
+            names[_env_name(alias)] = alias
+    for section, model in SECTIONS.items():
+        for alias in _field_aliases(model):
+            names[_env_name(section, alias)] = f"{section}.{alias}"
     return names
 
 
@@ -198,16 +233,17 @@ def load_settings(
     raw: dict[str, Any] = read_config_file(config_file) if config_file else {}
     if config_file is None and env.get("MWL_CONFIG"):
         raw = read_config_file(Path(env["MWL_CONFIG"]))
-    section = dict(raw.get("Worklists") or {})
+    sections = {name: dict(raw.get(name) or {}) for name in SECTIONS}
     for name, option in environment_names().items():
         if name not in env:
             continue
         value = _env_value(env[name])
-        if option.startswith("Worklists."):
-            section[option.removeprefix("Worklists.")] = value
+        section, _, key = option.rpartition(".")
+        if section:
+            sections[section][key] = value
         else:
             raw[option] = value
-    raw["Worklists"] = section
+    raw.update(sections)
     for key, value in (overrides or {}).items():
         raw[key] = value
     try:

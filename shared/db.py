@@ -1,4 +1,5 @@
-"""Database URLs and engines: one store, reached synchronously (SCP threads) or asynchronously (API, housekeeper)."""
+"""Database URLs and engines: one store, reached synchronously (SCP threads) or asynchronously (the API and
+the housekeeper)."""
 
 from __future__ import annotations
 

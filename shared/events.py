@@ -75,6 +75,11 @@ def study_stable_event(
     return Event(STUDY_STABLE, payload)
 
 
+def worklist_rejected_event(path: str, reason: str, *, source: str, now: datetime | None = None) -> Event:
+    """worklist.rejected: a worklist file could not be read; its path and why, no patient data."""
+    return Event(WORKLIST_REJECTED, {**_envelope(now), "source": source, "path": path, "reason": reason})
+
+
 def decode(data: bytes) -> dict[str, Any]:
     value = json.loads(data)
     if not isinstance(value, dict):

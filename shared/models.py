@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.schema import SchemaItem
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -20,6 +22,42 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 SOURCE_REST = "rest"
 SOURCE_FOLDER = "folder"
+
+# LIKE pattern "contains a backslash" as PostgreSQL SQL text (a standard string; backslash is LIKE's default
+# escape): a multi-valued ScheduledStationAETitle, stored joined with backslashes. services/scp/lookup.py
+# puts the very same text into its query, so that the planner can match the partial index below.
+MULTI_STATION_PATTERN_PG = r"'%\\%'"
+# Index.info key: the dialects an index exists on (absent: all). Migration 0003 creates these on
+# PostgreSQL only; shared/migrations/env.py's include_object leaves them out of other comparisons.
+DIALECTS = "dialects"
+
+
+def on_postgresql_only(index: Index) -> Index:
+    """An index that exists on PostgreSQL only: skipped by create_all and by schema comparisons elsewhere."""
+    index.info[DIALECTS] = ("postgresql",)
+    return index.ddl_if(dialect="postgresql")
+
+
+# Alembic's include_object hook: (object, name, type, reflected, compare_to) -> compare it or not.
+IncludeObject = Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]
+
+
+def include_object_for(dialect: str) -> IncludeObject:
+    """Alembic's `include_object` for a database of `dialect`: the models' objects that exist there.
+
+    Alembic ignores `ddl_if`, so without this an SQLite comparison would report the PostgreSQL-only
+    indexes as missing. Reflected objects are always compared (an unexpected index still shows).
+    """
+
+    def include(
+        obj: SchemaItem, _name: str | None, type_: str, reflected: bool, _compare_to: SchemaItem | None
+    ) -> bool:
+        if type_ != "index" or reflected:
+            return True
+        dialects = obj.info.get(DIALECTS)
+        return dialects is None or dialect in dialects
+
+    return include
 
 
 class Base(DeclarativeBase):
@@ -45,7 +83,10 @@ class WorklistItem(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     steps: Mapped[list[ScheduledStep]] = relationship(
-        back_populates="item", cascade="all, delete-orphan", passive_deletes=True, order_by="ScheduledStep.position"
+        back_populates="item",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ScheduledStep.position",
     )
 
 
@@ -81,6 +122,24 @@ class ScheduledStep(Base):
     __table_args__ = (
         Index("ix_scheduled_steps_station_start", "station_aet", "start_datetime"),
         Index("ix_scheduled_steps_modality_start", "modality", "start_datetime"),
+        # PatientName prefix (LIKE 'doe%'): under a collation other than C, PostgreSQL can only use an index
+        # with the pattern operator class for it.
+        on_postgresql_only(
+            Index(
+                "ix_scheduled_steps_patient_name_key_pattern",
+                "patient_name_key",
+                postgresql_ops={"patient_name_key": "text_pattern_ops"},
+            )
+        ),
+        # The steps on several stations, a candidate for every station query (the OR's second branch, which
+        # would otherwise read the whole table); keyed on the start so that "my station, today" narrows it.
+        on_postgresql_only(
+            Index(
+                "ix_scheduled_steps_multi_station_start",
+                "start_datetime",
+                postgresql_where=text(f"station_aet LIKE {MULTI_STATION_PATTERN_PG}"),
+            )
+        ),
     )
 
 

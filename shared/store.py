@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events import WORKLIST_CREATED, WORKLIST_DELETED, WORKLIST_UPDATED, Event, worklist_event
@@ -133,7 +133,7 @@ async def replace_item(
 
 
 async def remove_item(session: AsyncSession, item_id: str, *, reason: str) -> StoredItem:
-    """Delete the item; raises WorklistNotFound when it is already gone (callers may treat that as success)."""
+    """Delete the item; raises WorklistNotFound when it is already gone (callers may count that a success)."""
     row = await session.get(WorklistItem, item_id, with_for_update=True)
     if row is None:
         raise WorklistNotFound(item_id)
@@ -142,7 +142,9 @@ async def remove_item(session: AsyncSession, item_id: str, *, reason: str) -> St
     await session.execute(delete(WorklistItem).where(WorklistItem.id == item_id))
     enqueue(
         session,
-        worklist_event(WORKLIST_DELETED, item_id, summary(stored.dataset), source=stored.source, reason=reason),
+        worklist_event(
+            WORKLIST_DELETED, item_id, summary(stored.dataset), source=stored.source, reason=reason
+        ),
     )
     return stored
 
@@ -154,12 +156,22 @@ async def get_item(session: AsyncSession, item_id: str) -> StoredItem:
     return _stored(row)
 
 
-async def list_items(session: AsyncSession, *, limit: int | None = None, offset: int = 0) -> Sequence[StoredItem]:
-    query = select(WorklistItem).order_by(WorklistItem.created_at, WorklistItem.id).offset(offset)
+async def list_items(
+    session: AsyncSession,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    where: Sequence[ColumnElement[bool]] = (),
+    order_by: Sequence[ColumnElement[Any]] = (),
+) -> Sequence[StoredItem]:
+    """Items in creation order (or `order_by`), optionally filtered by `where` clauses on worklist_items."""
+    order = order_by or (WorklistItem.created_at, WorklistItem.id)
+    query = select(WorklistItem).where(*where).order_by(*order).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return [_stored(row) for row in (await session.scalars(query)).all()]
 
 
-async def count_items(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(WorklistItem)) or 0)
+async def count_items(session: AsyncSession, *, where: Sequence[ColumnElement[bool]] = ()) -> int:
+    query = select(func.count()).select_from(WorklistItem).where(*where)
+    return int(await session.scalar(query) or 0)

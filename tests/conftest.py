@@ -41,7 +41,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings_factory(database_url: str, nats_server: NatsServer) -> object:
     def make(**options: object) -> Settings:
-        overrides: dict[str, object] = {"DatabaseUrl": database_url, "NatsUrl": nats_server.url}
+        # No housekeeper health port unless a test asks for one: 8044 is taken by the first replica.
+        overrides: dict[str, object] = {
+            "DatabaseUrl": database_url,
+            "NatsUrl": nats_server.url,
+            "HousekeeperHealthPort": 0,
+        }
         overrides.update(options)
         return load_settings(environ={}, overrides=overrides)
 

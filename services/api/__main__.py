@@ -10,21 +10,36 @@ from pathlib import Path
 from aiohttp import web
 
 from services.api.app import create_app
-from shared.config import ConfigError, load_settings
+from shared import folder
+from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
 
 logger = logging.getLogger(__name__)
+
+
+def folder_problem(settings: Settings) -> str | None:
+    """Why the API cannot start: in folder mode REST creates write `.wl` files, so the folder must be
+    there and writable. None when it is, or outside folder mode."""
+    worklists = settings.worklists
+    if not worklists.folder_mode or worklists.directory is None:
+        return None
+    return folder.directory_problem(worklists.directory, writable=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="Orthanc-style JSON configuration file")
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging()  # MWL_LOG_LEVEL and MWL_LOG_FORMAT, so a configuration error is logged too
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         logger.error("%s", exc)
+        return 2
+    configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
+    problem = folder_problem(settings)
+    if problem:
+        logger.error("%s: the API cannot start in folder mode (SaveInOrthancDatabase false)", problem)
         return 2
     web.run_app(
         create_app(settings),

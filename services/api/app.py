@@ -1,4 +1,4 @@
-"""The API application factory: store, bus and outbox relay opened and closed with the app."""
+"""The API application factory: store, bus and outbox relay opened and closed with the app; metrics."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ from contextlib import suppress
 from aiohttp import web
 
 from services.api.errors import error_middleware
-from services.api.keys import BUS, RELAY, SESSIONS, SETTINGS
+from services.api.keys import BUS, METRICS, RELAY, SESSIONS, SETTINGS
+from services.api.live import setup_live
+from services.api.metrics import setup_metrics
 from services.api.routes import setup_routes
 from shared.bus import Bus, OutboxRelay
 from shared.config import Settings
 from shared.db import create_async_db_engine, session_factory
+from shared.metrics import ApiMetrics, refresh_outbox_backlog
+
+# How long the outbox relay may take to finish the batch under way (NATS slow to acknowledge) when stopping.
+RELAY_STOP_TIMEOUT = 5.0
 
 
 async def _store_and_bus(app: web.Application) -> AsyncIterator[None]:
@@ -28,6 +34,8 @@ async def _store_and_bus(app: web.Application) -> AsyncIterator[None]:
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
     bus.on_connect(lambda _nc: _wake(relay))
     yield
+    relay.stop()  # the batch under way is finished rather than cut off (its connection would be lost)
+    await asyncio.wait([relay_task], timeout=RELAY_STOP_TIMEOUT)
     relay_task.cancel()
     with suppress(asyncio.CancelledError):
         await relay_task
@@ -39,9 +47,17 @@ async def _wake(relay: OutboxRelay) -> None:
     relay.wake()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, metrics: ApiMetrics | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
+    app[METRICS] = metrics = metrics or ApiMetrics()
     app.cleanup_ctx.append(_store_and_bus)
+    setup_live(app)  # after _store_and_bus: it subscribes through the Bus
     setup_routes(app)
+
+    async def refresh_backlog() -> None:
+        await refresh_outbox_backlog(metrics.outbox_backlog, app[SESSIONS])
+
+    # The metrics middleware goes first, so it counts the status the error middleware answered with.
+    setup_metrics(app, metrics, [refresh_backlog])
     return app

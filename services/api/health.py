@@ -1,11 +1,15 @@
-"""Liveness and readiness: /healthz answers while the process runs, /readyz checks the database and NATS."""
+"""Liveness and readiness: /healthz answers while the process runs; /readyz checks the database, NATS and,
+when Worklists.Directory is set, the folder."""
 
 from __future__ import annotations
 
-from aiohttp import web
-from sqlalchemy import text
+import asyncio
 
-from services.api.keys import BUS, SESSIONS
+from aiohttp import web
+
+from services.api.keys import BUS, SESSIONS, SETTINGS
+from shared import folder
+from shared.health_http import CHECK_TIMEOUT, OK, Checks, database_check, nats_check, verdict
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -13,13 +17,21 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks: dict[str, str] = {}
+    app = request.app
+    checks: Checks = {}
     try:
-        async with request.app[SESSIONS]() as session:
-            await session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # any driver error means "not ready"
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    checks["nats"] = "ok" if request.app[BUS].is_connected else "unavailable"
-    ready = all(v == "ok" for v in checks.values())
+        # Kubernetes gives up on a probe after a few seconds: a database that hangs is "not ready" first.
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            checks["database"] = await database_check(app[SESSIONS])
+    except TimeoutError:
+        checks["database"] = f"timed out after {CHECK_TIMEOUT:g} s"
+    checks["nats"] = nats_check(app[BUS].is_connected)
+    worklists = app[SETTINGS].worklists
+    if worklists.directory is not None:
+        # Folder mode writes files there; otherwise the folder's items are only read (and deleted) through it.
+        problem = await asyncio.to_thread(
+            folder.directory_problem, worklists.directory, writable=worklists.folder_mode
+        )
+        checks["folder"] = problem or OK
+    ready, checks = verdict(checks)
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -10,10 +11,12 @@ from aiohttp import web
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from services.api import listing
 from services.api.body import boolean, json_object
 from services.api.errors import RequestError
 from services.api.keys import RELAY, SESSIONS, SETTINGS
-from shared import store
+from shared import folder, store
+from shared.config import WorklistsSettings
 from shared.dicom_json import (
     FORMATS,
     Format,
@@ -27,6 +30,7 @@ from shared.events import REASON_REST
 from shared.models import SOURCE_REST
 
 UTF8 = "ISO_IR 192"
+_ITEM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _format(request: web.Request) -> Format:
@@ -34,6 +38,11 @@ def _format(request: web.Request) -> Format:
     if fmt not in FORMATS:
         raise RequestError(400, f"format must be one of {', '.join(FORMATS)}", "format")
     return fmt  # type: ignore[return-value]
+
+
+def _worklists(request: web.Request) -> WorklistsSettings:
+    """In folder mode items are written as `.wl` files; an item that lives in a file is changed through it."""
+    return request.app[SETTINGS].worklists
 
 
 def creation_date(value: datetime) -> str:
@@ -64,8 +73,8 @@ async def create_worklist(request: web.Request) -> web.Response:
     _complete(request, ds)
     warnings = validate_worklist(ds, force=force)
     item_id = str(uuid.uuid4())
-    async with request.app[SESSIONS]() as session, session.begin():
-        await store.add_item(session, item_id, dicom_json_dict(ds), source=SOURCE_REST)
+    async with folder.transaction(request.app[SESSIONS]) as session:
+        await folder.add_item(session, _worklists(request), item_id, dicom_json_dict(ds), source=SOURCE_REST)
     request.app[RELAY].wake()
     return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
 
@@ -78,21 +87,25 @@ async def replace_worklist(request: web.Request) -> web.Response:
     upsert = boolean(body, "Upsert")
     _complete(request, ds)
     warnings = validate_worklist(ds, force=force)
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with folder.transaction(request.app[SESSIONS]) as session:
         try:
-            await store.replace_item(session, item_id, dicom_json_dict(ds))
+            await folder.replace_item(session, _worklists(request), item_id, dicom_json_dict(ds))
         except store.WorklistNotFound:
             if not upsert:
                 raise
             _check_id(item_id)
-            await store.add_item(session, item_id, dicom_json_dict(ds), source=SOURCE_REST)
+            await folder.add_item(
+                session, _worklists(request), item_id, dicom_json_dict(ds), source=SOURCE_REST
+            )
     request.app[RELAY].wake()
     return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
 
 
 def _check_id(item_id: str) -> None:
-    if not item_id or len(item_id) > 64 or not all(c.isalnum() or c in "-_." for c in item_id):
-        raise RequestError(400, "id must be 1-64 letters, digits, '-', '_' or '.'", "id")
+    # ASCII only (str.isalnum accepts any script's letters and digits): an id is also a file name in folder
+    # mode, and must read the same on every file system and in every client.
+    if not _ITEM_ID.fullmatch(item_id):
+        raise RequestError(400, "id must be 1-64 ASCII letters, digits, '-', '_' or '.'", "id")
 
 
 async def get_worklist(request: web.Request) -> web.Response:
@@ -104,15 +117,19 @@ async def get_worklist(request: web.Request) -> web.Response:
 
 async def delete_worklist(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session, session.begin():
-        await store.remove_item(session, request.match_info["id"], reason=REASON_REST)
+        await folder.remove_item(session, _worklists(request), request.match_info["id"], reason=REASON_REST)
     request.app[RELAY].wake()
     return web.json_response({})
 
 
 async def list_worklists(request: web.Request) -> web.Response:
+    """Orthanc's array of items; paging and filters (services.api.listing), the total in X-Total-Count."""
     fmt = _format(request)
+    query = listing.parse(request.query, case_sensitive_pn=request.app[SETTINGS].case_sensitive_pn)
     async with request.app[SESSIONS]() as session:
-        items = await store.list_items(session)
-    return web.json_response(
-        [{"ID": i.id, "Tags": _tags(i, fmt), "CreationDate": creation_date(i.created_at)} for i in items]
+        page = await listing.fetch(session, query)
+    response = web.json_response(
+        [{"ID": i.id, "Tags": _tags(i, fmt), "CreationDate": creation_date(i.created_at)} for i in page.items]
     )
+    response.headers["X-Total-Count"] = str(page.total)
+    return response

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
+    configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
     return serve(settings)
 
 

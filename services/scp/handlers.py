@@ -1,4 +1,4 @@
-"""pynetdicom event handlers: association policy, TCP_NODELAY, C-ECHO and the C-FIND generator."""
+"""pynetdicom event handlers: association policy and refusals, TCP_NODELAY, C-ECHO, the C-FIND generator."""
 
 from __future__ import annotations
 
@@ -23,12 +23,16 @@ from services.scp.find import (
     failure,
 )
 from services.scp.policy import AccessPolicy
+from shared.metrics import ScpMetrics
 
 logger = logging.getLogger(__name__)
 
 # A-ASSOCIATE-RJ: rejected-permanent, by the DICOM UL service-user (PS3.8 9.3.4).
 _REJECTED_PERMANENT = 0x01
 _SERVICE_USER = 0x01
+# (result, source, diagnostic) of pynetdicom's own rejection when maximum_associations is reached:
+# rejected-transient, by the service-provider (presentation related), local-limit-exceeded.
+_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 # Seconds a C-FIND waits for pynetdicom to send what it queued before checking for a C-CANCEL.
 _DRAIN_WAIT = 0.5
 
@@ -61,8 +65,12 @@ def handle_conn_open(event: Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def handle_requested(event: Event, policy: AccessPolicy) -> None:
-    """Reject an association the access policy refuses, saying why in the log."""
+def handle_requested(event: Event, policy: AccessPolicy, metrics: ScpMetrics) -> None:
+    """Reject an association the access policy refuses, saying why in the log and counting it.
+
+    pynetdicom does not fire EVT_REJECTED for a rejection sent from here (it sees `is_rejected` and skips
+    its own negotiation), so this count and handle_rejected's never overlap.
+    """
     request = event.assoc.requestor.primitive
     if request is None:
         return
@@ -70,11 +78,38 @@ def handle_requested(event: Event, policy: AccessPolicy) -> None:
     host = str(event.assoc.requestor.address)
     refusal = policy.check_association(calling, called, host)
     if refusal is not None:
-        logger.warning("association from %r at %s rejected: %s", calling.strip(), host, refusal.reason)
+        logger.warning(
+            "association from %r at %s rejected: %s",
+            calling.strip(),
+            host,
+            refusal.reason,
+            extra={"calling_ae": calling.strip(), "refusal": refusal.kind},
+        )
+        metrics.association_refused(refusal.kind)
         event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, refusal.diagnostic)
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ has left and the peer
         # closed, otherwise the socket is shut at once and the peer sees an abort instead of the reason.
         event.assoc.kill()
+
+
+def handle_rejected(event: Event, metrics: ScpMetrics) -> None:
+    """Count and log the rejections pynetdicom makes itself (EVT_REJECTED), chiefly too many associations."""
+    primitive = event.assoc.acceptor.primitive
+    sent = (
+        getattr(primitive, "result", None),
+        getattr(primitive, "result_source", None),
+        getattr(primitive, "diagnostic", None),
+    )
+    kind = "too_many_associations" if sent == _LOCAL_LIMIT_EXCEEDED else "other"
+    calling = str(getattr(event.assoc.requestor, "ae_title", "") or "").strip()
+    logger.warning(
+        "association from %r at %s rejected: %s",
+        calling,
+        event.assoc.requestor.address,
+        "too many associations at once" if kind == "too_many_associations" else f"rejection {sent}",
+        extra={"calling_ae": calling, "refusal": kind},
+    )
+    metrics.association_refused(kind)
 
 
 def handle_echo(event: Event) -> int:
@@ -82,10 +117,14 @@ def handle_echo(event: Event) -> int:
     return 0x0000
 
 
-def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> Iterator[Response]:
+def handle_find(
+    event: Event, finder: WorklistFinder, policy: AccessPolicy, metrics: ScpMetrics
+) -> Iterator[Response]:
     """C-FIND of the Modality Worklist Information Model: a generator, so answers stream as found.
 
-    pynetdicom sends the final Success itself when the generator ends without a final status.
+    pynetdicom sends the final Success itself when the generator ends without a final status. A refusal
+    (C003) is counted as a C-FIND with status "refused", not as a refused association: the association
+    was accepted, and C-ECHO on it still succeeds.
     """
     calling = str(event.assoc.requestor.ae_title).strip()
     started = time.perf_counter()
@@ -94,7 +133,11 @@ def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> I
         refusal = policy.check_find(calling)
         if refusal is not None:
             logger.warning(
-                "C-FIND from %r at %s refused: %s", calling, event.assoc.requestor.address, refusal.reason
+                "C-FIND from %r at %s refused: %s",
+                calling,
+                event.assoc.requestor.address,
+                refusal.reason,
+                extra={"calling_ae": calling, "refusal": refusal.kind},
             )
             outcome.status = NOT_ALLOWED
             yield failure(NOT_ALLOWED, "Calling AE title not allowed to query"), None
@@ -107,7 +150,11 @@ def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> I
             return
         yield from finder.find(identifier, calling, cancel_check(event), outcome)
     finally:
-        elapsed = (time.perf_counter() - started) * 1000
+        # After a final failure or cancel status pynetdicom asks for nothing more: this then runs when it
+        # drops the generator, a moment after that status left. An association aborted mid-answer is
+        # counted with the outcome so far.
+        elapsed = time.perf_counter() - started
+        metrics.observe_find(outcome.status, elapsed, outcome.answers)
         log = logger.warning if outcome.status not in (SUCCESS, CANCEL) else logger.info
         log(
             "C-FIND from %r: %d answer(s) of %d candidate(s), final status 0x%04X, %.1f ms",
@@ -115,7 +162,14 @@ def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> I
             outcome.answers,
             outcome.candidates,
             outcome.status,
-            elapsed,
+            elapsed * 1000,
+            extra={
+                "calling_ae": calling,
+                "status": f"0x{outcome.status:04X}",
+                "answers": outcome.answers,
+                "candidates": outcome.candidates,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
         )
         if outcome.status == OUT_OF_RESOURCES:
             logger.warning(
@@ -123,11 +177,12 @@ def handle_find(event: Event, finder: WorklistFinder, policy: AccessPolicy) -> I
             )
 
 
-def bind(finder: WorklistFinder, policy: AccessPolicy) -> list[evt.EventHandlerType]:
+def bind(finder: WorklistFinder, policy: AccessPolicy, metrics: ScpMetrics) -> list[evt.EventHandlerType]:
     """The evt_handlers list for ae.start_server: dependencies go in as handler arguments."""
     return [
         (evt.EVT_CONN_OPEN, handle_conn_open),
-        (evt.EVT_REQUESTED, handle_requested, [policy]),
+        (evt.EVT_REQUESTED, handle_requested, [policy, metrics]),
+        (evt.EVT_REJECTED, handle_rejected, [metrics]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_FIND, handle_find, [finder, policy]),
+        (evt.EVT_C_FIND, handle_find, [finder, policy, metrics]),
     ]

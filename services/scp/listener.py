@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 
 from nats.aio.client import Client as NATS
@@ -26,10 +27,18 @@ class CacheListener:
     `interval` seconds (HousekeepingInterval) covers whatever events were missed meanwhile.
     """
 
-    def __init__(self, cache: ItemCache, nats_url: str, interval: float) -> None:
+    def __init__(
+        self,
+        cache: ItemCache,
+        nats_url: str,
+        interval: float,
+        *,
+        on_resync: Callable[[], None] = lambda: None,
+    ) -> None:
         self.cache = cache
         self.nats_url = nats_url
         self.interval = interval
+        self.on_resync = on_resync  # called after each successful resync (the metrics' resync age)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -98,6 +107,7 @@ class CacheListener:
         while True:
             try:
                 report = await asyncio.to_thread(self.cache.resync)
+                self.on_resync()
                 if report.dropped or report.loaded:
                     logger.info("cache resync: %d dropped, %d loaded", report.dropped, report.loaded)
             except Exception as exc:  # the store may be away for a while; never let the loop die

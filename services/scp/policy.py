@@ -18,9 +18,11 @@ Resolver = Callable[[str], set[str]]
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a caller is refused; `diagnostic` is the A-ASSOCIATE-RJ reason when refused at association."""
+    """Why a caller is refused: `reason` for the log, `kind` a fixed word for metrics (never the AE title),
+    `diagnostic` the A-ASSOCIATE-RJ reason when refused at association."""
 
     reason: str
+    kind: str
     diagnostic: int = CALLING_AET_NOT_RECOGNIZED
 
 
@@ -101,13 +103,15 @@ class AccessPolicy:
             return Refusal(
                 f"called AE title {called_aet.strip()!r} is not ours ({self.own_aet!r}) and "
                 "DicomCheckCalledAet is true",
+                "called_aet",
                 CALLED_AET_NOT_RECOGNIZED,
             )
         hosts = self._hosts.get(_key(calling_aet))
         if self.check_host and hosts is not None and not _same_address(peer_host, hosts):
             return Refusal(
                 f"calling AE title {calling_aet.strip()!r} is configured in DicomModalities for another host "
-                "and DicomCheckModalityHost is true"
+                "and DicomCheckModalityHost is true",
+                "calling_aet_host",
             )
         return None
 
@@ -117,7 +121,8 @@ class AccessPolicy:
             return None
         return Refusal(
             f"calling AE title {calling_aet.strip()!r} is not in DicomModalities and "
-            "DicomAlwaysAllowFindWorklist is false"
+            "DicomAlwaysAllowFindWorklist is false",
+            "unknown_aet",
         )
 
 

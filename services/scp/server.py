@@ -1,4 +1,5 @@
-"""The SCP factory: store, item cache, event listener and the pynetdicom AE, started and stopped together."""
+"""The SCP factory: store, item cache, event listener, the pynetdicom AE and the health/metrics port, started
+and stopped together."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.scp.cache import DEFAULT_CAPACITY, ItemCache
+from services.scp.cache import ItemCache
 from services.scp.find import FindOptions, WorklistFinder
 from services.scp.handlers import bind
 from services.scp.listener import CacheListener
@@ -22,7 +23,9 @@ from services.scp.lookup import ItemStore
 from services.scp.policy import AccessPolicy, Resolver, resolve_host
 from shared.config import Settings
 from shared.db import create_sync_engine, is_sqlite
+from shared.health_http import OK, Checks, ThreadedHealthServer, database_check_sync, nats_check, verdict
 from shared.matching import MatchOptions
+from shared.metrics import ScpMetrics
 from shared.migrate import alembic_config
 
 logger = logging.getLogger(__name__)
@@ -102,26 +105,65 @@ def find_options(settings: Settings) -> FindOptions:
     )
 
 
+def _listen_error(exc: OSError, what: str, host: str, port: int) -> OSError:
+    """The bind error, saying which of the SCP's two ports could not be opened."""
+    return OSError(exc.errno, f"cannot listen on {host}:{port} for {what}: {exc.strerror}")
+
+
 class ScpServer:
-    """A running SCP. `start()` returns once the port listens; `stop()` closes everything it opened."""
+    """A running SCP. `start()` returns once the ports listen; `stop()` closes everything it opened."""
 
     def __init__(
-        self, settings: Settings, *, cache_capacity: int = DEFAULT_CAPACITY, resolver: Resolver = resolve_host
+        self,
+        settings: Settings,
+        *,
+        cache_capacity: int | None = None,
+        resolver: Resolver = resolve_host,
+        metrics: ScpMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or ScpMetrics()
         self.engine = create_engine(settings.database_url)
         self.store = ItemStore(self.engine)
-        self.cache = ItemCache(self.store, cache_capacity)
-        self.listener = CacheListener(self.cache, settings.nats_url, settings.worklists.housekeeping_interval)
+        capacity = settings.worklists.scp_cache_items if cache_capacity is None else cache_capacity
+        self.cache = ItemCache(self.store, capacity)
+        self.metrics.track_cache_size(lambda: len(self.cache))
+        self.listener = CacheListener(
+            self.cache,
+            settings.nats_url,
+            settings.worklists.housekeeping_interval,
+            on_resync=self.metrics.cache_resynced,
+        )
         self.policy = AccessPolicy.from_settings(settings, resolver)
         self.ae = create_ae(settings)
+        self.health = ThreadedHealthServer(self.readiness, self.metrics.registry)
         self._server: ThreadedAssociationServer | None = None
+
+    def readiness(self) -> tuple[bool, Checks]:
+        """Ready while the store answers. NATS is reported but not required, on purpose.
+
+        Every answer is checked against the store's current version, so without NATS the SCP still answers
+        correctly; only the cache warms more slowly and a new item waits for the next resync (within
+        HousekeepingInterval) instead of its event. Failing readiness then would take every replica out of
+        the Service at once, since they all share the one NATS, and leave modalities with no worklist at
+        all. shared.health_http.verdict knows only ready/not ready, so the nats check is added after it,
+        as "degraded: ..." while NATS is away: visible to operators, ignored by the readiness verdict.
+        """
+        ready, checks = verdict({"database": database_check_sync(self.engine)})
+        nats = nats_check(self.listener.is_listening)
+        checks["nats"] = nats if nats == OK else f"degraded: {nats}; new items wait for the next resync"
+        return ready, checks
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the SCP is not started")
         return int(self._server.server_address[1])
+
+    @property
+    def health_port(self) -> int:
+        """The port of /healthz, /readyz and /metrics (RuntimeError when ScpHealthPort is 0)."""
+        return self.health.port
 
     def start(self) -> ScpServer:
         try:
@@ -131,19 +173,31 @@ class ScpServer:
             raise
         self.listener.start()
         finder = WorklistFinder(self.store, self.cache, find_options(self.settings))
-        address = (self.settings.bind_address, self.settings.dicom_port)
+        host, dicom_port = self.settings.bind_address, self.settings.dicom_port
+        handlers = bind(finder, self.policy, self.metrics)
         try:
-            self._server = self.ae.start_server(address, block=False, evt_handlers=bind(finder, self.policy))
-        except OSError:
+            self._server = self.ae.start_server((host, dicom_port), block=False, evt_handlers=handlers)
+        except OSError as exc:
             self.listener.stop()
             self.engine.dispose()
-            raise
-        logger.info(
-            "Modality Worklist SCP %s listening on %s:%d", self.settings.dicom_aet, address[0], self.port
-        )
+            raise _listen_error(exc, "DICOM", host, dicom_port) from exc
+        logger.info("Modality Worklist SCP %s listening on %s:%d", self.settings.dicom_aet, host, self.port)
+        # After the DICOM port: a pod is never reported ready before it can take associations.
+        health_port = self.settings.scp_health_port
+        if health_port:
+            try:
+                self.health.start(host, health_port)
+            except OSError as exc:
+                self._stop_dicom()
+                raise _listen_error(exc, "health and metrics (ScpHealthPort)", host, health_port) from exc
         return self
 
     def stop(self) -> None:
+        # Health first: readiness turns to connection refused before the DICOM port closes.
+        self.health.stop()  # nothing to do when ScpHealthPort is 0
+        self._stop_dicom()
+
+    def _stop_dicom(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
@@ -168,7 +222,7 @@ def serve(settings: Settings) -> int:
         logger.error("%s", exc)
         return 1
     except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.bind_address, settings.dicom_port, exc.strerror)
+        logger.error("%s", exc.strerror)  # says which port: DICOM or health
         return 1
     stop.wait()
     logger.info("stopping the Modality Worklist SCP")

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from shared.db import create_sync_engine
-from shared.models import Base
+from shared.models import Base, include_object_for
 
 
 def _run(connection: Connection) -> None:
@@ -13,6 +13,8 @@ def _run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Indexes declared for PostgreSQL only (shared.models.on_postgresql_only) are not expected elsewhere.
+        include_object=include_object_for(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -44,6 +44,6 @@ async def test_no_event_is_lost_while_nats_is_down(api: Client, nats_server: Nat
     assert (await api.delete(f"/worklists/{ids[0]}")).status == 200
     nats_server.start()
 
-    events = await read_events(nats_server.url, 7, timeout=20)
+    events = await read_events(nats_server.url, 7, within=20)
     assert [p["worklist_id"] for _, p in events] == [first, *ids, ids[0]]
     assert [s for s, _ in events][-1] == "worklist.deleted"

@@ -88,8 +88,19 @@ async def test_seed_document_flow(api: Client) -> None:
 
 
 async def test_formats_have_orthancs_shapes(api: Client) -> None:
-    item_id = (await create(api, {"Tags": {"PatientName": "Toto", "ScheduledProcedureStepSequence": [
-        {"Modality": "US", "ScheduledProcedureStepStartDate": "20251014"}]}}))["ID"]
+    item_id = (
+        await create(
+            api,
+            {
+                "Tags": {
+                    "PatientName": "Toto",
+                    "ScheduledProcedureStepSequence": [
+                        {"Modality": "US", "ScheduledProcedureStepStartDate": "20251014"}
+                    ],
+                }
+            },
+        )
+    )["ID"]
     simplify = (await (await api.get(f"/worklists/{item_id}?format=Simplify")).json())["Tags"]
     assert simplify["PatientName"] == "Toto"
     assert simplify["ScheduledProcedureStepSequence"] == [
@@ -121,10 +132,14 @@ async def test_unknown_format_is_rejected(api: Client) -> None:
     ("body", "field"),
     [
         ({"Tags": {"PatientName": "X"}}, "ScheduledProcedureStepSequence"),
-        ({"Tags": {"ScheduledProcedureStepSequence": [{"ScheduledProcedureStepStartDate": "20251014"}]}},
-         "ScheduledProcedureStepSequence[0].Modality"),
-        ({"Tags": {"ScheduledProcedureStepSequence": [{"Modality": "CT"}]}},
-         "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate"),
+        (
+            {"Tags": {"ScheduledProcedureStepSequence": [{"ScheduledProcedureStepStartDate": "20251014"}]}},
+            "ScheduledProcedureStepSequence[0].Modality",
+        ),
+        (
+            {"Tags": {"ScheduledProcedureStepSequence": [{"Modality": "CT"}]}},
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate",
+        ),
         ({"Tags": tags(NotAKeyword="x")}, "NotAKeyword"),
         ({"Tags": tags(PatientID=12)}, "PatientID"),
         ({"Tags": tags(PatientID=True)}, "PatientID"),
@@ -148,14 +163,17 @@ async def test_invalid_creates_name_the_field(api: Client, body: dict[str, Any],
 
 
 async def test_force_skips_orthancs_minimum_but_not_value_checks(api: Client) -> None:
-    assert (await api.post("/worklists/create", json={"Tags": {"PatientName": "X"}, "Force": True})).status == 200
+    resp = await api.post("/worklists/create", json={"Tags": {"PatientName": "X"}, "Force": True})
+    assert resp.status == 200
     resp = await api.post("/worklists/create", json={"Tags": {"PatientBirthDate": "x"}, "Force": True})
     assert resp.status == 400
 
 
 async def test_missing_type1_keys_are_warned(api: Client) -> None:
-    answer = await create(api, {"Tags": {"PatientName": "Toto", "PatientID": "P", "ScheduledProcedureStepSequence": [
-        {"Modality": "US", "ScheduledProcedureStepStartDate": "20251014"}]}})
+    steps = [{"Modality": "US", "ScheduledProcedureStepStartDate": "20251014"}]
+    answer = await create(
+        api, {"Tags": {"PatientName": "Toto", "PatientID": "P", "ScheduledProcedureStepSequence": steps}}
+    )
     joined = " ".join(answer["Warnings"])
     assert "ScheduledStationAETitle" in joined
     assert "ScheduledProcedureStepID" in joined
@@ -185,6 +203,10 @@ async def test_put_replaces_validates_and_upserts(api: Client) -> None:
     upsert = await api.put("/worklists/ris-order-42", json={"Tags": tags(), "Upsert": True})
     assert upsert.status == 200
     assert (await api.get("/worklists/ris-order-42")).status == 200
+    # Upserted ids are ASCII only: an id is also a file name in folder mode.
+    for bad_id in ("r%C3%A9sum%C3%A9", "%D9%A3", "a%20b", "x" * 65):
+        refused = await api.put(f"/worklists/{bad_id}", json={"Tags": tags(), "Upsert": True})
+        assert refused.status == 400 and (await refused.json())["Field"] == "id"
 
 
 async def test_hostile_bodies_get_4xx(api_factory: ApiFactory) -> None:

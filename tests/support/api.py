@@ -12,12 +12,12 @@ from nats.js.api import DeliverPolicy
 from shared.events import STREAM
 
 
-async def read_events(nats_url: str, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+async def read_events(nats_url: str, count: int, within: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
     """Replay the events stream from its start and return the first `count` events (subject, payload)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:  # the stream is created by the service once it connects
             try:
                 await js.stream_info(STREAM)

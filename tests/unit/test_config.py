@@ -128,7 +128,7 @@ def test_invalid_options_are_named(tmp_path: Path, text: str, option: str) -> No
 
 
 def test_invalid_environment_value_is_named() -> None:
-    with pytest.raises(ConfigError, match="Worklists.LimitAnswers"):
+    with pytest.raises(ConfigError, match=r"Worklists\.LimitAnswers"):
         load_settings(environ={"MWL_WORKLISTS_LIMIT_ANSWERS": "many"})
 
 

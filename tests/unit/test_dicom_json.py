@@ -594,9 +594,7 @@ def test_forced_item_without_steps_is_warned_about() -> None:
     )
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{SPS} is absent")
-    warnings = validate_worklist(
-        dataset_from_tags(valid_tags(ScheduledProcedureStepSequence=[])), force=True
-    )
+    warnings = validate_worklist(dataset_from_tags(valid_tags(ScheduledProcedureStepSequence=[])), force=True)
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{SPS} is empty")
 
