@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # Orthanc's DefaultEncoding names and the SpecificCharacterSet each one stands for.
 ENCODINGS: dict[str, str] = {
@@ -33,6 +41,11 @@ ENCODINGS: dict[str, str] = {
 }
 
 ENV_PREFIX = "MWL_"
+
+# REST roles: read-only callers may read (items, listing, UI, event stream); read-write may also change.
+Role = Literal["read-only", "read-write"]
+# A static bearer token is a password no human types: shorter than this is a guessable one.
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -97,6 +110,40 @@ class OrthancConnectorSettings(_Section):
         return bool(self.url)
 
 
+class RegisteredUser(_Section):
+    """A REST user: Orthanc's `"name": "password"` (read-write), or `{"Password": ..., "Role": ...}`."""
+
+    password: SecretStr = Field(alias="Password")
+    role: Role = Field("read-write", alias="Role")
+
+    @field_validator("password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("the password is empty")
+        return value
+
+
+class ApiToken(_Section):
+    """A static bearer token (`Authorization: Bearer <Token>`) for a machine client, e.g. a RIS bridge."""
+
+    token: SecretStr = Field(alias="Token")
+    # No default: a token's power is written next to it, never assumed.
+    role: Role = Field(alias="Role")
+    name: str | None = Field(None, alias="Name", max_length=64)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if len(token) < MIN_TOKEN_LENGTH or token != token.strip() or not token.isprintable():
+            raise ValueError(
+                f"a token must be at least {MIN_TOKEN_LENGTH} printable characters without surrounding "
+                "spaces (e.g. the output of `openssl rand -hex 32`)"
+            )
+        return value
+
+
 class Settings(_Section):
     """Everything the three services read; built once in each service's main() and passed down."""
 
@@ -118,6 +165,16 @@ class Settings(_Section):
     housekeeper_health_port: int = Field(8044, ge=0, le=65535, alias="HousekeeperHealthPort")
     log_format: Literal["text", "json"] = Field("text", alias="LogFormat")
     log_patient_data: bool = Field(False, alias="LogPatientData")
+    # REST authentication (Orthanc's names, plus ApiTokens): off for the embedded quick start.
+    authentication_enabled: bool = Field(False, alias="AuthenticationEnabled")
+    registered_users: dict[str, RegisteredUser] = Field(default_factory=dict, alias="RegisteredUsers")
+    api_tokens: list[ApiToken] = Field(default_factory=list, alias="ApiTokens")
+    # DICOM TLS for the SCP (Orthanc's names); the files are checked when the SCP starts (shared.tls).
+    dicom_tls_enabled: bool = Field(False, alias="DicomTlsEnabled")
+    dicom_tls_certificate: Path | None = Field(None, alias="DicomTlsCertificate")
+    dicom_tls_private_key: Path | None = Field(None, alias="DicomTlsPrivateKey")
+    dicom_tls_trusted_certificates: Path | None = Field(None, alias="DicomTlsTrustedCertificates")
+    dicom_tls_remote_certificate_required: bool = Field(True, alias="DicomTlsRemoteCertificateRequired")
     worklists: WorklistsSettings = Field(default_factory=WorklistsSettings, alias="Worklists")
     orthanc_connector: OrthancConnectorSettings = Field(
         default_factory=OrthancConnectorSettings, alias="OrthancConnector"
@@ -148,6 +205,53 @@ class Settings(_Section):
             else:
                 out[name] = entry
         return out
+
+    @field_validator("registered_users", mode="before")
+    @classmethod
+    def _users_from_orthanc_shape(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[str, Any] = {}
+        for name, entry in value.items():
+            if not name or ":" in name or not name.isprintable():
+                # HTTP Basic cannot carry a colon in the user name (RFC 7617).
+                raise ValueError(f"user name {name!r} must be printable, non-empty and without ':'")
+            out[name] = entry if isinstance(entry, Mapping) else {"Password": entry}
+        return out
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _distinct_tokens(cls, value: list[ApiToken]) -> list[ApiToken]:
+        secrets = [token.token.get_secret_value() for token in value]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("the same token is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _security_is_coherent(self) -> Settings:
+        if self.authentication_enabled and not self.registered_users and not self.api_tokens:
+            raise ValueError(
+                "AuthenticationEnabled is true but neither RegisteredUsers nor ApiTokens is set: "
+                "nobody could use the REST API"
+            )
+        if self.dicom_tls_enabled:
+            missing = [
+                alias
+                for alias, value in (
+                    ("DicomTlsCertificate", self.dicom_tls_certificate),
+                    ("DicomTlsPrivateKey", self.dicom_tls_private_key),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"DicomTlsEnabled is true but {' and '.join(missing)} not set")
+            if self.dicom_tls_remote_certificate_required and self.dicom_tls_trusted_certificates is None:
+                raise ValueError(
+                    "DicomTlsRemoteCertificateRequired is true (the default) but DicomTlsTrustedCertificates "
+                    "is not set: give the CA bundle that signs the modalities' certificates, or set "
+                    "DicomTlsRemoteCertificateRequired to false"
+                )
+        return self
 
     @field_validator("default_encoding")
     @classmethod
@@ -255,6 +359,8 @@ def load_settings(
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "configuration"
-        lines.append(f"invalid configuration option {where}: {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        prefix = f"invalid configuration option {where}" if where else "invalid configuration"
+        lines.append(f"{prefix}: {message}")
     return "; ".join(lines)

@@ -8,7 +8,7 @@ Value-level matching lives in `shared.match_values`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
@@ -27,7 +27,10 @@ __all__ = [
     "compile_query",
     "fold_pn",
     "match_item",
+    "matching_steps",
     "person_name_str",
+    "response",
+    "response_shape",
     "sps_start_key",
 ]
 
@@ -42,6 +45,11 @@ _NOT_KEYS = frozenset({0x00080005, 0x00080052})
 _EMPTY_DUPLICATES_OK = frozenset({0x00081110, 0x00081120})
 # Sequence nesting we match (SPS item = 1, protocol code = 2, its context = 3, ...); deeper is FF01.
 MAX_DEPTH = 4
+# Far above any real query (its longest values are names and date ranges; even LT, whose stored values may
+# hold 10240 characters, is no key a modality matches on). Past them compiling alone would take seconds of
+# CPU, and the GIL with it: a regular expression for a megabyte of `?`, a million value matchers.
+MAX_VALUE_CHARS = 1024
+MAX_VALUES = 1024
 _TEXT_VRS = mv.WILDCARD_VRS - {"PN"}
 
 ItemPredicate = Callable[[Mapping[str, Any]], bool]
@@ -115,6 +123,10 @@ def compile_query(identifier: Dataset, options: MatchOptions) -> CompiledQuery:
     """Compile a decoded MWL C-FIND identifier; raises InvalidIdentifier for a malformed one."""
     compiler = _Compiler(options, _naive_tz(identifier))
     top = compiler.item(identifier, depth=0)
+    if not top.nodes:
+        # Empty, or only SpecificCharacterSet and group lengths: every answer would be an empty identifier,
+        # which a pending C-FIND response cannot carry (pynetdicom fails it with 0xC312).
+        raise InvalidIdentifier([], "Identifier holds no key")
     sps_item = _sps_dataset(identifier)
     return CompiledQuery(
         top=top,
@@ -138,11 +150,45 @@ def match_item(query: CompiledQuery, item: dict[str, Any]) -> list[dict[str, Any
     A response holds exactly the requested keys: stored values, zero-length when the item lacks one. Its
     SPS sequence holds the single matching step. Responses share leaf values with `item`: read-only.
     """
+    return [response(query, item, index) for index in matching_steps(query, item)]
+
+
+def matching_steps(query: CompiledQuery, item: dict[str, Any]) -> list[int]:
+    """Positions, in the item's SPS sequence, of the steps that match (match_item answers each once)."""
     steps = list(_sequence_items(item.get(_SPS_KEY)))
     if not steps or not query.top.matches(item):
         return []
     sps = query.sps
-    return [_response(query.top, item, step) for step in steps if sps is None or sps.matches(step)]
+    return [index for index, step in enumerate(steps) if sps is None or sps.matches(step)]
+
+
+def response(query: CompiledQuery, item: dict[str, Any], index: int) -> dict[str, Any]:
+    """The response for the item's step at `index` (one of matching_steps)."""
+    return _response(query.top, item, list(_sequence_items(item.get(_SPS_KEY)))[index])
+
+
+def response_shape(query: CompiledQuery) -> Hashable | None:
+    """What a response depends on besides the stored item and the step: the requested keys, as a value.
+
+    Equal shapes give equal responses for the same item and step, so an encoded response can be reused
+    across queries (modalities repeat the same keys all day). None when a nested sequence key also
+    constrains (its response then depends on the values asked for, not just on the keys).
+    """
+    return _shape(query.top, depth=0)
+
+
+def _shape(query: _ItemQuery, depth: int) -> tuple[Hashable, ...] | None:
+    parts: list[Hashable] = []
+    for node in query.nodes:
+        child: Hashable = None
+        if node.child is not None:
+            if node.child.predicates and not (depth == 0 and node.key == _SPS_KEY):
+                return None
+            child = _shape(node.child, depth + 1)
+            if child is None:
+                return None
+        parts.append((node.key, node.vr, child))
+    return tuple(parts)
 
 
 @dataclass
@@ -189,6 +235,8 @@ class _Compiler:
             if any(not sub.is_empty for ds in items for sub in ds):
                 self.unsupported.add(tag)
             return _Node(_key(tag), "SQ"), None
+        if len(items) > 1 and (tag not in _EMPTY_DUPLICATES_OK or len(items) > MAX_VALUES):
+            raise InvalidIdentifier([tag], f"More than one item in sequence {_fmt(tag)}")
         children = [self.item(ds, depth + 1, is_sps=depth == 0 and tag == SPS_TAG) for ds in items]
         if len(children) > 1:
             if tag not in _EMPTY_DUPLICATES_OK or any(child.predicates for child in children):
@@ -206,11 +254,16 @@ class _Compiler:
         tag = int(elem.tag)
         if tag == _TZ_TAG or (skip and tag in (_DATE_TAG, _TIME_TAG)):
             return None
+        raw = elem.value
+        if isinstance(raw, MultiValue | list | tuple) and len(raw) > MAX_VALUES:
+            raise InvalidIdentifier([tag], f"More than {MAX_VALUES} values in {_fmt(tag)}")
         try:
             values = _query_values(elem)
         except _Unmatchable:
             self.unsupported.add(tag)
             return None
+        if any(len(v) > MAX_VALUE_CHARS for v in values):
+            raise InvalidIdentifier([tag], f"Value longer than {MAX_VALUE_CHARS} characters in {_fmt(tag)}")
         if not values or any(mv.is_universal(v) for v in values):
             return None
         if elem.VR == "PN" and all(mv.pn_is_universal(v) for v in values):
@@ -330,7 +383,9 @@ def _returned(node: _Node, elem: Any) -> dict[str, Any]:
 
 
 def _sequence_items(elem: Any) -> Iterator[dict[str, Any]]:
-    values = elem.get("Value") if isinstance(elem, dict) else None
+    # Only a stored sequence has items: a PN element's values are objects too, and a query may (wrongly)
+    # declare a PN key as SQ, which must not turn the stored name into a sequence item of the answer.
+    values = elem.get("Value") if isinstance(elem, dict) and elem.get("vr") == "SQ" else None
     return (sub for sub in values or () if isinstance(sub, dict))
 
 

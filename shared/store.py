@@ -108,6 +108,30 @@ async def add_item(
     return _stored(row)
 
 
+async def add_items(
+    session: AsyncSession,
+    items: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    source: str,
+    now: datetime | None = None,
+) -> None:
+    """Create many items at once (bulk loads, benchmarks): the rows and events add_item writes, in three
+    multi-row INSERTs instead of a flush and two INSERTs per item."""
+    if not items:
+        return
+    now = now or datetime.now(UTC)
+    item_rows = [
+        {"id": item_id, "source": source, "created_at": now, "updated_at": now, **_item_columns(dataset)}
+        for item_id, dataset in items
+    ]
+    await session.execute(insert(WorklistItem), item_rows)
+    steps = [{"item_id": item_id, **row} for item_id, dataset in items for row in step_rows(dataset)]
+    if steps:
+        await session.execute(insert(ScheduledStep), steps)
+    for item_id, dataset in items:
+        enqueue(session, worklist_event(WORKLIST_CREATED, item_id, summary(dataset), source=source, now=now))
+
+
 async def replace_item(
     session: AsyncSession,
     item_id: str,

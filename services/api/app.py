@@ -8,6 +8,7 @@ from contextlib import suppress
 
 from aiohttp import web
 
+from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
 from services.api.keys import BUS, METRICS, RELAY, SESSIONS, SETTINGS
 from services.api.live import setup_live
@@ -48,7 +49,10 @@ async def _wake(relay: OutboxRelay) -> None:
 
 
 def create_app(settings: Settings, metrics: ApiMetrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_size)
+    # Authentication after the error middleware (its refusals use the same JSON shape), before every view.
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings)], client_max_size=settings.max_body_size
+    )
     app[SETTINGS] = settings
     app[METRICS] = metrics = metrics or ApiMetrics()
     app.cleanup_ctx.append(_store_and_bus)
@@ -58,6 +62,6 @@ def create_app(settings: Settings, metrics: ApiMetrics | None = None) -> web.App
     async def refresh_backlog() -> None:
         await refresh_outbox_backlog(metrics.outbox_backlog, app[SESSIONS])
 
-    # The metrics middleware goes first, so it counts the status the error middleware answered with.
+    # The metrics middleware goes first, so it counts the status the error and auth middlewares answered with.
     setup_metrics(app, metrics, [refresh_backlog])
     return app

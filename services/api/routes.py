@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from services.api import health, live, studies, views
+from services.api import health, live, openapi, studies, views
 from services.api.ui import setup_ui
 
 
@@ -16,4 +16,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/events/stream", live.stream)
+    app.router.add_get("/openapi.json", openapi.openapi_json)
     setup_ui(app)

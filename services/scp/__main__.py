@@ -17,6 +17,11 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="Orthanc-style JSON configuration file")
+    parser.add_argument(
+        "--share-port",
+        action="store_true",
+        help="bind DicomPort with SO_REUSEPORT, so that several SCP processes (one per core) serve it",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -25,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
-    return serve(settings)
+    return serve(settings, share_port=args.share_port)
 
 
 if __name__ == "__main__":

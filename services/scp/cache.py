@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,9 @@ class ItemCache:
     def __init__(self, store: ItemStore, capacity: int = DEFAULT_CAPACITY) -> None:
         self.store = store
         self.capacity = capacity
-        self._entries: dict[str, tuple[Version, dict[str, Any]]] = {}
+        # Ordered for first-in-first-out eviction: popitem(last=False) is O(1), where deleting a plain
+        # dict's first key makes the next `next(iter(dict))` skip every slot freed before it.
+        self._entries: OrderedDict[str, tuple[Version, dict[str, Any]]] = OrderedDict()
         self._write = threading.Lock()
 
     def __len__(self) -> int:
@@ -51,25 +54,30 @@ class ItemCache:
 
         Treat the datasets as read-only: they are shared with other threads.
         """
+        for item_id, _version, dataset in self.entries(candidates):
+            yield item_id, dataset
+
+    def entries(self, candidates: Sequence[Candidate]) -> Iterator[tuple[str, Version, dict[str, Any]]]:
+        """As items(), with the version of each dataset yielded (what an encoded answer is keyed by)."""
         for start in range(0, len(candidates), BATCH):
             batch = candidates[start : start + BATCH]
-            found: dict[str, dict[str, Any]] = {}
+            found: dict[str, tuple[Version, dict[str, Any]]] = {}
             missing: list[str] = []
             for candidate in batch:
                 entry = self._entries.get(candidate.item_id)
                 if entry is not None and entry[0] == candidate.version:
-                    found[candidate.item_id] = entry[1]
+                    found[candidate.item_id] = entry
                 else:
                     missing.append(candidate.item_id)
             if missing:
                 # The store's current version may be newer than the narrowed one: exact matching runs on it.
                 for loaded in self.store.load(missing):
                     self._put(loaded)
-                    found[loaded.item_id] = loaded.dataset
+                    found[loaded.item_id] = (loaded.version, loaded.dataset)
             for candidate in batch:
-                dataset = found.get(candidate.item_id)
-                if dataset is not None:
-                    yield candidate.item_id, dataset
+                entry = found.get(candidate.item_id)
+                if entry is not None:
+                    yield candidate.item_id, entry[0], entry[1]
 
     def evict(self, item_id: str) -> None:
         with self._write:
@@ -103,5 +111,5 @@ class ItemCache:
         with self._write:
             if item.item_id not in self._entries and len(self._entries) >= self.capacity:
                 # First in, first out: cheap, lock-short, and good enough for a cache that resync refills.
-                del self._entries[next(iter(self._entries))]
+                self._entries.popitem(last=False)
             self._entries[item.item_id] = (item.version, item.dataset)

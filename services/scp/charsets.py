@@ -7,8 +7,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.charset import python_encoding
-from pydicom.tag import Tag
+from pydicom.charset import (
+    STAND_ALONE_ENCODINGS,
+    convert_encodings,
+    decode_bytes,
+    encode_string,
+    python_encoding,
+)
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import TEXT_VR_DELIMS
+
+from shared.matching import MAX_VALUES, InvalidIdentifier
 
 SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
 SCS_JSON = "00080005"
@@ -28,6 +39,15 @@ _ALIASES = {
     "ISO202258": "ISO 2022 58",
 }
 _ISO_IR = re.compile(r"ISOIR(\d+)")
+# Sequence nesting a query may have. Matching looks 4 levels deep (shared.matching.MAX_DEPTH); past a few
+# hundred levels pydicom's recursive Dataset.decode fails, formatting the whole stack again at every level
+# on its way out (seconds of CPU for a 30 kB query), so hostile nesting is refused before decoding. So are
+# values of more than shared.matching.MAX_VALUES parts: pydicom spends ~20 µs on each (a PersonName each).
+MAX_NESTING = 16
+# Multi-byte sets that only extend the default repertoire (PS3.3 C.12.1.1.2): never the first term.
+_EXTENSIONS_ONLY = frozenset({"ISO 2022 IR 87", "ISO 2022 IR 159"})
+# Value representations whose values split on backslash (PS3.5 6.4); LT, ST, UT and UR hold one value.
+_MULTI_VALUED_TEXT = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _ISO_2022 = re.compile(r"ISO2022IR(\d+)")
 # Value representations whose values are character strings in DICOM JSON (PN values are objects).
 _TEXT_VRS = frozenset(
@@ -69,6 +89,8 @@ def query_terms(identifier: Dataset) -> list[str] | None:
         if term is None:
             return None
         terms.append(term)
+    if terms[0] in _EXTENSIONS_ONLY:
+        terms.insert(0, "")  # what a modality declaring one alone means; pydicom cannot write it first
     return terms
 
 
@@ -78,13 +100,48 @@ def decode_query(identifier: Dataset, default_term: str) -> list[str] | None:
     A query without SpecificCharacterSet that still carries 8-bit bytes is read in `default_term` (the
     configured DefaultEncoding), which is ASCII-compatible and so leaves plain ASCII queries unchanged.
     The SpecificCharacterSet element is removed afterwards: it describes the bytes, not a key to match.
+    Raises InvalidIdentifier when sequences nest deeper than MAX_NESTING or a value has more than
+    MAX_VALUES parts; pydicom's errors for values it cannot read propagate.
     """
     terms = query_terms(identifier)
     decode_with: list[str] = terms or [default_term]
     identifier.SpecificCharacterSet = decode_with[0] if len(decode_with) == 1 else decode_with
+    # pydicom converts a raw element in the character set it was read with, the declared one, which it
+    # reads as Latin-1 when misspelt ("ISO_IR144"): ours, before anything is converted.
+    implicit, little_endian = identifier.original_encoding
+    identifier.set_original_encoding(implicit, little_endian, convert_encodings(list(decode_with)))
+    _check_shape(identifier)
     identifier.decode()
     del identifier[SPECIFIC_CHARACTER_SET]
     return terms
+
+
+def _check_shape(identifier: Dataset) -> None:
+    """Refuse deep nesting and huge multi-values before pydicom converts them; walks without recursion."""
+    pending = [(identifier, 0)]
+    while pending:
+        dataset, depth = pending.pop()
+        for tag in tuple(dataset.keys()):  # tags: iterating a Dataset would convert every element
+            raw = dataset.get_item(tag)
+            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+                vr = raw.VR or _dictionary_vr(tag)
+                if vr in _MULTI_VALUED_TEXT and raw.value.count(b"\\") >= MAX_VALUES:
+                    raise InvalidIdentifier([int(tag)], f"More than {MAX_VALUES} values in {tag}")
+            element = dataset[tag]
+            if element.VR != "SQ" or not element.value:
+                continue
+            if depth >= MAX_NESTING:
+                raise InvalidIdentifier(
+                    [int(element.tag)], f"Sequences nested deeper than {MAX_NESTING} levels"
+                )
+            pending.extend((item, depth + 1) for item in element.value)
+
+
+def _dictionary_vr(tag: BaseTag) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
 
 
 def _codecs(terms: list[str]) -> list[str]:
@@ -95,12 +152,30 @@ def representable(text: str, terms: list[str]) -> bool:
     """True when every character of text can be written in the character set `terms`.
 
     With code extensions (several terms) each character may come from any one of the sets; the writer
-    switches with escape sequences (PS3.5 6.1.2.5).
+    switches with escape sequences (PS3.5 6.1.2.5). Python's codecs answer first; a round trip through
+    pydicom, which writes the answer, settles it: it writes some sets narrower than Python's codec for them
+    (ISO_IR 13 is JIS X 0201 only, not Shift JIS) and ignores ISO_IR 192, GB18030 and GBK among several.
     """
     if text.isascii():
         return True
     codecs = _codecs(terms)
-    return all(any(_encodes(char, codec) for codec in codecs) for char in set(text))
+    if not all(any(_encodes(char, codec) for codec in codecs) for char in set(text)):
+        return False
+    return _round_trips(text, terms)
+
+
+def _round_trips(text: str, terms: list[str]) -> bool:
+    # pydicom's own rule for stand-alone terms (it would warn on every call otherwise).
+    if len(terms) > 1 and terms[0] in STAND_ALONE_ENCODINGS:
+        terms = terms[:1]
+    written = terms[:1] + [term for term in terms[1:] if term not in STAND_ALONE_ENCODINGS]
+    encodings = convert_encodings(written)
+    try:
+        data = encode_string(text, encodings)
+        padded = data + b" " if len(data) % 2 else data  # as the writer pads, inside any escape state
+        return decode_bytes(padded, encodings, TEXT_VR_DELIMS).rstrip(" ") == text.rstrip(" ")
+    except (UnicodeError, ValueError, LookupError):
+        return False
 
 
 def _encodes(char: str, codec: str) -> bool:

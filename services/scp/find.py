@@ -12,11 +12,20 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.scp.answers import AnswerCache, encode_answer
 from services.scp.cache import ItemCache
 from services.scp.charsets import decode_query, with_character_set
-from services.scp.lookup import ItemStore
+from services.scp.lookup import ItemStore, Version
 from shared.dicom_json import TagsError, dicom_json_to_dataset
-from shared.matching import CompiledQuery, InvalidIdentifier, MatchOptions, compile_query, match_item
+from shared.matching import (
+    CompiledQuery,
+    InvalidIdentifier,
+    MatchOptions,
+    compile_query,
+    matching_steps,
+    response,
+    response_shape,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +50,8 @@ _SPS, _STATION = 0x00400100, 0x00400001
 _SPS_KEY, _STATION_KEY = "00400100", "00400001"
 
 Status = int | Dataset
-Response = tuple[Status, Dataset | None]
+# A pending answer is a Dataset, or its encoded bytes when the caller asked for them (find(implicit=...)).
+Response = tuple[Status, Dataset | bytes | None]
 
 
 def failure(code: int, comment: str, offending: list[int] | None = None) -> Dataset:
@@ -102,10 +112,13 @@ def _stations(step: dict[str, Any]) -> set[str]:
 class WorklistFinder:
     """The C-FIND logic behind the pynetdicom handler; thread-safe, holds no per-query state."""
 
-    def __init__(self, store: ItemStore, cache: ItemCache, options: FindOptions) -> None:
+    def __init__(
+        self, store: ItemStore, cache: ItemCache, options: FindOptions, answers: AnswerCache | None = None
+    ) -> None:
         self.store = store
         self.cache = cache
         self.options = options
+        self.answers = answers if answers is not None else AnswerCache()
 
     def find(
         self,
@@ -113,8 +126,13 @@ class WorklistFinder:
         calling_aet: str,
         is_cancelled: Callable[[], bool],
         outcome: FindOutcome,
+        implicit: bool | None = None,
     ) -> Iterator[Response]:
-        """Yield (status, answer) pairs: pending answers, then at most one final non-success status."""
+        """Yield (status, answer) pairs: pending answers, then at most one final non-success status.
+
+        With `implicit` set, pending answers are the identifier's bytes in implicit (True) or explicit
+        (False) VR little endian, from the answer cache when the same answer was encoded before.
+        """
         try:
             terms = decode_query(identifier, self.options.default_character_set)
             query = compile_query(identifier, self.options.match)
@@ -134,8 +152,9 @@ class WorklistFinder:
         if self.options.filter_issuer_aet and issuer_filter_applies(identifier):
             station = calling_aet.strip(" ")
             query = dataclasses.replace(query, station_aet=station)
+        make = self._datasets(query, terms) if implicit is None else self._encoded(query, terms, implicit)
         try:
-            yield from self._answers(query, terms, station, is_cancelled, outcome)
+            yield from self._answers(query, station, is_cancelled, outcome, make)
         except SQLAlchemyError as exc:
             logger.error(
                 "C-FIND from %s failed: worklist store unavailable (%s)", calling_aet, type(exc).__name__
@@ -150,31 +169,28 @@ class WorklistFinder:
     def _answers(
         self,
         query: CompiledQuery,
-        terms: list[str] | None,
         station: str | None,
         is_cancelled: Callable[[], bool],
         outcome: FindOutcome,
+        make: AnswerMaker,
     ) -> Iterator[Response]:
         pending = PENDING_UNSUPPORTED_KEYS if query.unsupported else PENDING
         limit = self.options.limit_answers
         candidates = self.store.candidates(query)
         outcome.candidates = len(candidates)
-        for item_id, item in self.cache.items(candidates):
+        for item_id, version, item in self.cache.entries(candidates):
             if is_cancelled():
                 outcome.status = CANCEL
                 yield CANCEL, None
                 return
-            if station is not None:
-                restricted = steps_at_station(item, station)
-                if restricted is None:
-                    continue
-                item = restricted
-            for response in match_item(query, item):
+            for index in matching_steps(query, item):
+                if station is not None and station not in _stations(_steps(item)[index]):
+                    continue  # FilterIssuerAet: only the steps scheduled on the calling station
                 if limit and outcome.answers >= limit:
                     outcome.status = OUT_OF_RESOURCES
                     yield failure(OUT_OF_RESOURCES, f"LimitAnswers {limit} reached: list cut"), None
                     return
-                answer = _answer(item_id, response, terms)
+                answer = make(item_id, version, item, index)
                 if answer is not None:
                     outcome.answers += 1
                     yield pending, answer
@@ -182,11 +198,47 @@ class WorklistFinder:
             outcome.status = CANCEL
             yield CANCEL, None
 
+    def _datasets(self, query: CompiledQuery, terms: list[str] | None) -> AnswerMaker:
+        def make(item_id: str, version: Version, item: dict[str, Any], index: int) -> Dataset | None:
+            try:
+                return dicom_json_to_dataset(with_character_set(response(query, item, index), terms))
+            except TagsError:
+                _skipped(item_id)
+                return None
 
-def _answer(item_id: str, response: dict[str, Any], terms: list[str] | None) -> Dataset | None:
-    try:
-        return dicom_json_to_dataset(with_character_set(response, terms))
-    except TagsError:
-        # One damaged stored item must not fail every query (Orthanc does): skip it, say which.
-        logger.error("worklist %s cannot be turned into a C-FIND answer; skipped", item_id)
-        return None
+        return make
+
+    def _encoded(self, query: CompiledQuery, terms: list[str] | None, implicit: bool) -> AnswerMaker:
+        shape = response_shape(query)
+        charset = tuple(terms) if terms is not None else None
+        answers = self.answers
+
+        def make(item_id: str, version: Version, item: dict[str, Any], index: int) -> bytes | None:
+            key = (item_id, version, index, shape, charset, implicit)
+            if shape is not None and (cached := answers.get(key)) is not None:
+                return cached
+            try:
+                data = encode_answer(response(query, item, index), terms, implicit)
+            except TagsError:
+                data = None
+            if data is None:
+                _skipped(item_id)
+                return None
+            if shape is not None:
+                answers.put(key, data)
+            return data
+
+        return make
+
+
+AnswerMaker = Callable[[str, Version, dict[str, Any], int], Dataset | bytes | None]
+
+
+def _steps(item: dict[str, Any]) -> list[dict[str, Any]]:
+    # As shared.matching counts them: non-object entries are no steps.
+    return [step for step in (item.get(_SPS_KEY) or {}).get("Value") or [] if isinstance(step, dict)]
+
+
+def _skipped(item_id: str) -> None:
+    # One damaged stored item must not fail every query (Orthanc does): skip it, say which.
+    logger.error("worklist %s cannot be turned into a C-FIND answer; skipped", item_id)

@@ -7,10 +7,14 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from io import BytesIO
 
 from pynetdicom import evt
 from pynetdicom.events import Event
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import PresentationContextItemRQ
 
+from services.scp.answers import ResponseWriter
 from services.scp.find import (
     CANCEL,
     IDENTIFIER_DOES_NOT_MATCH,
@@ -33,8 +37,14 @@ _SERVICE_USER = 0x01
 # (result, source, diagnostic) of pynetdicom's own rejection when maximum_associations is reached:
 # rejected-transient, by the service-provider (presentation related), local-limit-exceeded.
 _LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+# A real MWL query is a few kilobytes. Decoding one costs in proportion to its size, and more per value or
+# sequence item than per byte (a 1 MB identifier of empty items takes seconds, holding the GIL), so a hostile
+# one is refused before it is decoded.
+MAX_IDENTIFIER_BYTES = 32 * 1024
 # Seconds a C-FIND waits for pynetdicom to send what it queued before checking for a C-CANCEL.
 _DRAIN_WAIT = 0.5
+# Answers that may wait in pynetdicom's outgoing queue before the handler lets it drain (and read).
+_QUEUE_AHEAD = 16
 
 
 def cancel_check(event: Event) -> Callable[[], bool]:
@@ -42,16 +52,17 @@ def cancel_check(event: Event) -> Callable[[], bool]:
 
     pynetdicom's DUL thread reads incoming PDUs only in loops where it has nothing left to send, so a
     handler that queues answers faster than they leave never sees the C-CANCEL (all answers go out, then
-    Success). Waiting for the outgoing queue to drain first keeps cancellation prompt: at most a few answers
-    after the C-CANCEL arrives. When the queue is already empty, as between slow matches, this costs nothing.
+    Success). Letting the outgoing queue drain whenever it holds _QUEUE_AHEAD answers keeps cancellation
+    prompt (at most that many answers after the C-CANCEL arrives) without a wait per answer, which cost a
+    DUL loop (about a millisecond) each; a slow query, whose queue is empty between matches, never waits.
     """
     outgoing = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
 
     def is_cancelled() -> bool:
-        if outgoing is not None:
+        if outgoing is not None and outgoing.qsize() >= _QUEUE_AHEAD:
             deadline = time.monotonic() + _DRAIN_WAIT
             while not outgoing.empty() and time.monotonic() < deadline:
-                time.sleep(0.0005)
+                time.sleep(0.0002)
         return bool(event.is_cancelled)
 
     return is_cancelled
@@ -63,6 +74,40 @@ def handle_conn_open(event: Event) -> None:
     if isinstance(sock, socket.socket):
         with suppress(OSError):  # the peer may already be gone
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def handle_pdu_recv(event: Event) -> None:
+    """Drop the presentation contexts of an A-ASSOCIATE-RQ whose id is invalid (PS3.8 9.3.2.2: odd, 1-255).
+
+    pynetdicom raises on such an id while converting the request in its reactor thread, which then dies
+    silently: the peer gets no answer and the association holds its slot for the whole ACSE timeout. Without
+    them the request is negotiated as if they had never been proposed.
+    """
+    pdu = event.pdu
+    if isinstance(pdu, A_ASSOCIATE_RQ):
+        contexts = PresentationContextItemRQ
+        pdu.variable_items = [
+            item
+            for item in pdu.variable_items
+            if not isinstance(item, contexts) or _valid_context_id(item.presentation_context_id)
+        ]
+
+
+def _valid_context_id(context_id: int | None) -> bool:
+    return context_id is not None and context_id % 2 == 1 and 1 <= context_id <= 255
+
+
+def handle_conn_close(event: Event) -> None:
+    """Free the association's slot as soon as its connection closes before an A-ASSOCIATE-RQ arrived.
+
+    pynetdicom's acceptor waits for the A-ASSOCIATE-RQ for the whole ACSE timeout (30 s) even when the
+    peer has already gone (after an A-ABORT, an unknown PDU or a bare disconnect), and counts against
+    MaximumAssociations meanwhile: 32 such connections every 30 s would keep every modality out. None is
+    what that wait returns on a timeout, upon which pynetdicom ends the association.
+    """
+    assoc = event.assoc
+    if assoc.is_acceptor and assoc.requestor.primitive is None and assoc.dul.to_user_queue.empty():
+        assoc.dul.to_user_queue.put(None)
 
 
 def handle_requested(event: Event, policy: AccessPolicy, metrics: ScpMetrics) -> None:
@@ -112,6 +157,14 @@ def handle_rejected(event: Event, metrics: ScpMetrics) -> None:
     metrics.association_refused(kind)
 
 
+def _identifier_size(event: Event) -> int:
+    data = getattr(getattr(event, "request", None), "Identifier", None)
+    if not isinstance(data, BytesIO):
+        return 0
+    with data.getbuffer() as view:
+        return view.nbytes
+
+
 def handle_echo(event: Event) -> int:
     """C-ECHO (Verification) always succeeds for an accepted association."""
     return 0x0000
@@ -142,13 +195,26 @@ def handle_find(
             outcome.status = NOT_ALLOWED
             yield failure(NOT_ALLOWED, "Calling AE title not allowed to query"), None
             return
+        if _identifier_size(event) > MAX_IDENTIFIER_BYTES:
+            outcome.status = IDENTIFIER_DOES_NOT_MATCH
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, "Identifier larger than 32 KiB"), None
+            return
         try:
             identifier = event.identifier
         except Exception:  # pydicom decodes lazily, but a truncated stream fails here already
             outcome.status = IDENTIFIER_DOES_NOT_MATCH
             yield failure(IDENTIFIER_DOES_NOT_MATCH, "Identifier cannot be decoded"), None
             return
-        yield from finder.find(identifier, calling, cancel_check(event), outcome)
+        writer = ResponseWriter.for_event(event)
+        if writer is None:
+            yield from finder.find(identifier, calling, cancel_check(event), outcome)
+            return
+        # Pending answers leave as pre-encoded bytes; final statuses still go through pynetdicom.
+        for status, answer in finder.find(identifier, calling, cancel_check(event), outcome, writer.implicit):
+            if isinstance(answer, bytes):
+                writer.send(answer, int(status))
+            else:
+                yield status, answer
     finally:
         # After a final failure or cancel status pynetdicom asks for nothing more: this then runs when it
         # drops the generator, a moment after that status left. An association aborted mid-answer is
@@ -181,6 +247,8 @@ def bind(finder: WorklistFinder, policy: AccessPolicy, metrics: ScpMetrics) -> l
     """The evt_handlers list for ae.start_server: dependencies go in as handler arguments."""
     return [
         (evt.EVT_CONN_OPEN, handle_conn_open),
+        (evt.EVT_CONN_CLOSE, handle_conn_close),
+        (evt.EVT_PDU_RECV, handle_pdu_recv),
         (evt.EVT_REQUESTED, handle_requested, [policy, metrics]),
         (evt.EVT_REJECTED, handle_rejected, [metrics]),
         (evt.EVT_C_ECHO, handle_echo),

@@ -14,7 +14,8 @@ ApiFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def api_factory(aiohttp_client: Any, settings_factory: Any) -> ApiFactory:
+def api_factory(settings_factory: Any, aiohttp_client: Any) -> ApiFactory:
+    # settings_factory (and so NATS) first: the app closes before NATS stops, so shutdown does not wait on it.
     async def make(**options: object) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = await aiohttp_client(create_app(settings_factory(**options)))
         return client

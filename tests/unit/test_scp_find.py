@@ -38,15 +38,16 @@ class FakeStore:
     items: dict[str, dict[str, Any]]
     fail: Exception | None = None
     loads: list[int] = field(default_factory=list)
+    version: int = 1  # every item's (updated_at stand-in)
 
     def candidates(self, query: CompiledQuery) -> list[Candidate]:
         if self.fail is not None:
             raise self.fail
-        return [Candidate(key, 1) for key in self.items]
+        return [Candidate(key, self.version) for key in self.items]
 
     def load(self, item_ids: Sequence[str]) -> list[LoadedItem]:
         self.loads.append(len(item_ids))
-        return [LoadedItem(key, 1, self.items[key]) for key in item_ids if key in self.items]
+        return [LoadedItem(key, self.version, self.items[key]) for key in item_ids if key in self.items]
 
 
 def finder(items: Sequence[dict[str, Any]], fail: Exception | None = None, **options: Any) -> WorklistFinder:

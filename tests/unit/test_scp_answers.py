@@ -1,0 +1,157 @@
+"""Encoded C-FIND answers: the bytes sent are exactly pynetdicom's encoding of the answers the finder
+builds as Datasets, whatever the transfer syntax, character set or PDU size, and the cache never serves an
+answer of another item version or another set of requested keys."""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from pydicom import Dataset
+from pynetdicom.dsutils import decode, encode
+
+from services.scp.answers import AnswerCache, ResponseWriter, pending_command
+from services.scp.cache import ItemCache
+from services.scp.find import FindOptions, FindOutcome, WorklistFinder
+from services.scp.lookup import ItemStore
+from shared.matching import MatchOptions, compile_query, match_item, matching_steps, response, response_shape
+from tests.support.dicom_clients import worklist
+from tests.unit.test_scp_find import FakeStore, query
+
+ITEMS = [
+    worklist(name="Müller^Jürgen", patient_id="P1", charset="ISO_IR 100"),
+    worklist(
+        name="Doe^John",
+        patient_id="P2",
+        steps=[{}, {"Modality": "MR", "ScheduledStationAETitle": "MR01"}],
+    ),
+    worklist(name="山田^太郎", patient_id="P3", charset="ISO_IR 192"),
+    worklist(name="Plain^Ascii", patient_id="P4", charset=None),
+]
+
+
+def make_finder(
+    items: list[dict[str, Any]], answers: AnswerCache | None = None
+) -> tuple[WorklistFinder, FakeStore]:
+    store = FakeStore({f"id{n}": item for n, item in enumerate(items)})
+    typed = cast(ItemStore, store)
+    return WorklistFinder(typed, ItemCache(typed), FindOptions(MatchOptions(), "ISO_IR 100"), answers), store
+
+
+def answers(finder: WorklistFinder, q: Dataset, implicit: bool | None) -> list[Any]:
+    return [a for _, a in finder.find(q, "CT01", lambda: False, FindOutcome(), implicit) if a is not None]
+
+
+def charset_query(charset: str | None, **keys: Any) -> Dataset:
+    q = query(**keys)
+    if charset is not None:
+        q.SpecificCharacterSet = charset
+    return q
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192"])
+def test_encoded_answers_are_the_datasets_as_pynetdicom_encodes_them(
+    implicit: bool, charset: str | None
+) -> None:
+    finder, _ = make_finder(ITEMS)
+    datasets = answers(finder, charset_query(charset), None)
+    encoded = answers(finder, charset_query(charset), implicit)
+    assert len(encoded) == len(datasets) == 5  # one per step
+    assert encoded == [encode(ds, implicit, True) for ds in datasets]
+
+
+def test_cached_answers_are_reused_for_the_same_keys() -> None:
+    cache = AnswerCache()
+    finder, _ = make_finder(ITEMS, cache)
+    first = answers(finder, charset_query("ISO_IR 100"), True)
+    assert len(cache) == len(first)
+    again = answers(finder, charset_query("ISO_IR 100"), True)
+    assert again == first and len(cache) == len(first)
+
+
+def test_other_requested_keys_are_encoded_anew() -> None:
+    cache = AnswerCache()
+    finder, _ = make_finder(ITEMS, cache)
+    answers(finder, charset_query("ISO_IR 100"), True)
+    q = charset_query("ISO_IR 100")
+    q.PatientBirthDate = ""
+    with_birth_date = answers(finder, q, True)
+    assert all(b"\x10\x00\x30\x00" in data for data in with_birth_date)  # (0010,0030) now returned
+
+
+def test_a_new_item_version_is_never_answered_from_the_old_encoding() -> None:
+    cache = AnswerCache()
+    finder, store = make_finder(ITEMS[:1], cache)
+    before = answers(finder, charset_query(None), True)
+    store.items["id0"] = worklist(name="Changed^Name", patient_id="P1")
+    store.version = 2
+    after = answers(finder, charset_query(None), True)
+    assert before != after
+    assert decode(BytesIO(after[0]), True, True).PatientName == "Changed^Name"
+
+
+def test_cache_stays_within_its_budget() -> None:
+    cache = AnswerCache(budget=1500)
+    finder, _ = make_finder(ITEMS, cache)
+    answers(finder, charset_query(None), True)
+    assert 0 < cache.size <= 1500
+
+
+def test_match_item_is_one_response_per_matching_step() -> None:
+    compiled = compile_query(query(), MatchOptions())
+    for item in ITEMS:
+        assert match_item(compiled, item) == [
+            response(compiled, item, i) for i in matching_steps(compiled, item)
+        ]
+
+
+def test_a_constraining_nested_sequence_has_no_reusable_shape() -> None:
+    plain = query()
+    assert response_shape(compile_query(plain, MatchOptions())) is not None
+    code = Dataset()
+    code.CodeValue = "X1"
+    nested = query()
+    nested.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = [code]
+    assert response_shape(compile_query(nested, MatchOptions())) is None
+
+
+MWL_FIND = "1.2.840.10008.5.1.4.31"
+
+
+def test_pending_command_is_a_c_find_rsp_with_its_status_and_a_dataset() -> None:
+    command = decode(BytesIO(pending_command(7, MWL_FIND, 0xFF01)), True, True)
+    assert command.CommandField == 0x8020
+    assert command.MessageIDBeingRespondedTo == 7
+    assert command.Status == 0xFF01
+    assert command.CommandDataSetType != 0x0101
+    assert command.AffectedSOPClassUID == "1.2.840.10008.5.1.4.31"
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16382, 1024])
+def test_pdus_never_exceed_the_peers_maximum_and_carry_the_whole_answer(max_pdu: int) -> None:
+    sent: list[Any] = []
+    assoc = SimpleNamespace(dul=SimpleNamespace(send_pdu=sent.append))
+    writer = ResponseWriter(assoc, 7, MWL_FIND, 3, True, max_pdu)
+    identifier = bytes(range(256)) * 20  # 5120 bytes: fragmented under 1024
+    writer.send(identifier, 0xFF00)
+    command, data = b"", b""
+    for primitive in sent:
+        pdvs = primitive.presentation_data_value_list
+        pdu_length = sum(6 + len(value) - 1 for _, value in pdvs)  # 4 length + 1 context + header + data
+        assert not max_pdu or pdu_length <= max_pdu
+        for context, value in pdvs:
+            assert context == 3
+            header, fragment = value[0], value[1:]
+            if header & 0x01:
+                command += fragment
+            else:
+                data += fragment
+        last_header = pdvs[-1][1][0]
+    assert data == identifier
+    assert last_header & 0x02  # the last fragment says so
+    assert decode(BytesIO(command), True, True).Status == 0xFF00
+    assert struct.unpack("<HH", command[:4]) == (0, 0)  # (0000,0000) CommandGroupLength first
