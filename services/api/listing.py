@@ -128,6 +128,8 @@ def parse(params: MultiMapping[str], *, case_sensitive_pn: bool) -> Listing:
             raise RequestError(400, "is given more than once", name)
         if len(params[name]) > MAX_VALUE_LENGTH:
             raise RequestError(400, f"is longer than {MAX_VALUE_LENGTH} characters", name)
+        if "\x00" in params[name]:  # no stored value holds one, and PostgreSQL refuses it in a query
+            raise RequestError(400, "contains a NUL character", name)
     if "offset" in params and "since" in params:
         raise RequestError(400, "give offset or since (its Orthanc name), not both", "since")
     filters: list[Filter] = []

@@ -89,7 +89,7 @@ async def replace_worklist(request: web.Request) -> web.Response:
     warnings = validate_worklist(ds, force=force)
     async with folder.transaction(request.app[SESSIONS]) as session:
         try:
-            await folder.replace_item(session, _worklists(request), item_id, dicom_json_dict(ds))
+            await folder.replace_item(session, _worklists(request), _stored_id(item_id), dicom_json_dict(ds))
         except store.WorklistNotFound:
             if not upsert:
                 raise
@@ -99,6 +99,13 @@ async def replace_worklist(request: web.Request) -> web.Response:
             )
     request.app[RELAY].wake()
     return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
+
+
+def _stored_id(item_id: str) -> str:
+    """The id to look up; no stored item has a NUL in its id (and PostgreSQL refuses one in a query)."""
+    if "\x00" in item_id:
+        raise store.WorklistNotFound(item_id)
+    return item_id
 
 
 def _check_id(item_id: str) -> None:
@@ -111,13 +118,15 @@ def _check_id(item_id: str) -> None:
 async def get_worklist(request: web.Request) -> web.Response:
     fmt = _format(request)
     async with request.app[SESSIONS]() as session:
-        item = await store.get_item(session, request.match_info["id"])
+        item = await store.get_item(session, _stored_id(request.match_info["id"]))
     return web.json_response({"ID": item.id, "Tags": _tags(item, fmt)})
 
 
 async def delete_worklist(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session, session.begin():
-        await folder.remove_item(session, _worklists(request), request.match_info["id"], reason=REASON_REST)
+        await folder.remove_item(
+            session, _worklists(request), _stored_id(request.match_info["id"]), reason=REASON_REST
+        )
     request.app[RELAY].wake()
     return web.json_response({})
 

@@ -105,6 +105,12 @@ class ResponseWriter:
             return None
         return cls(event.assoc, message_id, sop_class, context_id, syntax.is_implicit_VR, max_pdu)
 
+    @property
+    def connected(self) -> bool:
+        """Whether answers can still reach the peer: pynetdicom's reactor, blocked in the handler, cannot
+        mark an aborted or closed association, but its DUL thread ends when the connection does."""
+        return bool(self.assoc.is_established) and bool(self.assoc.dul.is_alive())
+
     def send(self, identifier: bytes, status: int) -> None:
         """Queue one pending response (command + identifier) for the association's DUL thread."""
         command = pending_command(self.message_id, self.sop_class, status)

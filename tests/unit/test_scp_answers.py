@@ -134,7 +134,9 @@ def test_pending_command_is_a_c_find_rsp_with_its_status_and_a_dataset() -> None
 @pytest.mark.parametrize("max_pdu", [0, 16382, 1024])
 def test_pdus_never_exceed_the_peers_maximum_and_carry_the_whole_answer(max_pdu: int) -> None:
     sent: list[Any] = []
-    assoc = SimpleNamespace(dul=SimpleNamespace(send_pdu=sent.append))
+    assoc = SimpleNamespace(
+        dul=SimpleNamespace(send_pdu=sent.append, is_alive=lambda: True), is_established=True
+    )
     writer = ResponseWriter(assoc, 7, MWL_FIND, 3, True, max_pdu)
     identifier = bytes(range(256)) * 20  # 5120 bytes: fragmented under 1024
     writer.send(identifier, 0xFF00)
@@ -155,3 +157,12 @@ def test_pdus_never_exceed_the_peers_maximum_and_carry_the_whole_answer(max_pdu:
     assert last_header & 0x02  # the last fragment says so
     assert decode(BytesIO(command), True, True).Status == 0xFF00
     assert struct.unpack("<HH", command[:4]) == (0, 0)  # (0000,0000) CommandGroupLength first
+
+
+def test_a_writer_knows_when_the_peer_is_gone() -> None:
+    alive = {"dul": True}
+    assoc = SimpleNamespace(dul=SimpleNamespace(is_alive=lambda: alive["dul"]), is_established=True)
+    writer = ResponseWriter(assoc, 7, MWL_FIND, 1, True, 0)
+    assert writer.connected
+    alive["dul"] = False  # the connection closed: pynetdicom's DUL thread ended
+    assert not writer.connected
