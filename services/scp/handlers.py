@@ -63,7 +63,7 @@ def cancel_check(event: Event) -> Callable[[], bool]:
         if outgoing is not None and outgoing.qsize() >= _QUEUE_AHEAD:
             deadline = time.monotonic() + _DRAIN_WAIT
             # A DUL thread that ended (peer gone) never drains the queue: no use waiting for it.
-            while not outgoing.empty() and time.monotonic() < deadline:
+            while not outgoing.empty() and dul is not None and dul.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.0002)
         return bool(event.is_cancelled)
 
@@ -214,7 +214,7 @@ def handle_find(
         # Pending answers leave as pre-encoded bytes; final statuses still go through pynetdicom.
         for status, answer in finder.find(identifier, calling, cancel_check(event), outcome, writer.implicit):
             if isinstance(answer, bytes):
-                if False:
+                if not writer.connected:
                     return  # the modality went away: stop matching and encoding for nobody
                 writer.send(answer, int(status))
             else:
