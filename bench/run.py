@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def _peer(
 
 
 def _rest(results: Results, cfg: BenchSettings, stores: ours.Stores, nats_url: str, logs: Path) -> None:
-    items = data.generate(cfg.rest_items, cfg.seed + 1, data.date.today())
+    items = data.generate(cfg.rest_items, cfg.seed + 1, date.today())
     for kind in cfg.rest_stores:
         db = stores.new(kind)
         api = ours.start_api(db, nats_url, logs)
