@@ -163,7 +163,10 @@ async def remove_item(session: AsyncSession, item_id: str, *, reason: str) -> St
         raise WorklistNotFound(item_id)
     stored = _stored(row)
     await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id == item_id))
-    await session.execute(delete(WorklistItem).where(WorklistItem.id == item_id))
+    deleted = await session.execute(delete(WorklistItem).where(WorklistItem.id == item_id))
+    if not getattr(deleted, "rowcount", 1):
+        # SQLite has no row locks: a concurrent deleter committed between our read and our delete.
+        raise WorklistNotFound(item_id)
     enqueue(
         session,
         worklist_event(
