@@ -79,24 +79,29 @@ def handle_conn_open(event: Event) -> None:
 
 
 def handle_pdu_recv(event: Event) -> None:
-    """Drop the presentation contexts of an A-ASSOCIATE-RQ whose id is invalid (PS3.8 9.3.2.2: odd, 1-255).
+    """Drop the malformed presentation contexts of an A-ASSOCIATE-RQ (PS3.8 9.3.2.2): an id that is not odd
+    in 1-255, an invalid UID, no abstract syntax or no transfer syntax.
 
-    pynetdicom raises on such an id while converting the request in its reactor thread, which then dies
-    silently: the peer gets no answer and the association holds its slot for the whole ACSE timeout. Without
-    them the request is negotiated as if they had never been proposed.
+    pynetdicom raises on them while negotiating, in a thread which then dies silently: the peer gets no
+    answer, and the association holds its slot (and its connection) until a timeout. Without them the
+    request is negotiated as if they had never been proposed.
     """
     pdu = event.pdu
     if isinstance(pdu, A_ASSOCIATE_RQ):
-        contexts = PresentationContextItemRQ
         pdu.variable_items = [
             item
             for item in pdu.variable_items
-            if not isinstance(item, contexts) or _valid_context_id(item.presentation_context_id)
+            if not isinstance(item, PresentationContextItemRQ) or _well_formed(item)
         ]
 
 
-def _valid_context_id(context_id: int | None) -> bool:
-    return context_id is not None and context_id % 2 == 1 and 1 <= context_id <= 255
+def _well_formed(context: PresentationContextItemRQ) -> bool:
+    """Whether pynetdicom can negotiate the context: it converts it the same way first."""
+    try:
+        primitive = context.to_primitive()
+    except (ValueError, TypeError):  # an even or zero id, an invalid UID
+        return False
+    return bool(primitive.abstract_syntax) and bool(primitive.transfer_syntax)
 
 
 def handle_conn_close(event: Event) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,25 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = load_settings(environ={}, overrides={"DatabaseUrl": url, "NatsUrl": nats.url, "HttpPort": 0})
     try:
         with RunningApi(settings) as api:
+            wait_until_ready(api.url)
             yield api.url
     finally:
         nats.stop()
+
+
+def wait_until_ready(url: str, within: float = 15.0) -> None:
+    """Poll /readyz: schemathesis asks it too, and it answers 503 until NATS is connected."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urlopen(f"{url}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # HTTPError (503) included
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {within} s")
+        time.sleep(0.05)
 
 
 def test_the_api_serves_the_description_tested_here(api_url: str) -> None:

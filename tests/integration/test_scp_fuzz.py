@@ -4,8 +4,8 @@ status, an A-ASSOCIATE-RJ, an A-ABORT or a closed connection) in time, and that 
 exactly the right worklist afterwards.
 
 The identifiers travel over a handful of associations (an association costs tens of milliseconds, a C-FIND a
-few); each PDU-level case gets a fresh connection. A failure names the case and the seed; set MWL_FUZZ_SEED
-to explore other seeds.
+few); each PDU-level case gets a fresh connection. A failure names the case and the seed; MWL_FUZZ_SEED and
+MWL_FUZZ_CASES explore other corpora (`MWL_FUZZ_SEED=7 MWL_FUZZ_CASES=50000 pytest tests/integration/...`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from pydicom import Dataset
@@ -30,8 +35,9 @@ from services.scp.server import ScpServer
 from shared.migrate import upgrade
 from tests.support import raw_dimse as rd
 from tests.support.dicom_clients import add_items, c_echo, c_find, running_scp, worklist
-from tests.support.fuzz_cases import IMPLICIT, Case, IdentifierFuzzer, PduFuzzer, RawCase, encode
-from tests.support.servers import NatsServer
+from tests.support.fuzz_cases import IMPLICIT, Case, IdentifierFuzzer, encode
+from tests.support.fuzz_pdus import PduFuzzer, RawCase
+from tests.support.servers import NatsServer, free_port, service_env, wait_for_port
 
 pytestmark = [
     # pydicom warns about every odd value it reads in the SCP's threads: thousands, all expected here.
@@ -44,7 +50,6 @@ IDENTIFIER_CASES = int(os.environ.get("MWL_FUZZ_CASES", "10000"))
 RAW_CASES = 300
 TIMEOUT = 10.0  # seconds a single answer may take before the case counts as a hang
 CHECK_EVERY = 250  # a normal query on each fuzzed association this often
-RUNNERS = 2  # associations fuzzed at the same time
 
 PROPER_FINALS = frozenset({0x0000, 0xA700, 0xA900, 0xFE00}) | frozenset(range(0xC000, 0xD000))
 # Final statuses that mean the SCP itself broke: our internal error, pynetdicom's "handler raised" and "answer
@@ -89,8 +94,15 @@ def quiet_logs() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@dataclass(frozen=True)
+class Store:
+    database_url: str
+    nats_url: str
+    folder: Path
+
+
 @pytest.fixture(scope="module")
-def scp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScpServer]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     folder = tmp_path_factory.mktemp("scp-fuzz")
     url = f"sqlite:///{folder / 'worklists.db'}"
     upgrade(url)
@@ -98,10 +110,35 @@ def scp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScpServer]:
     nats = NatsServer(folder / "jetstream")
     nats.start()
     try:
-        with running_scp(url, nats.url) as server:
-            yield server
+        yield Store(url, nats.url, folder)
     finally:
         nats.stop()
+
+
+@pytest.fixture(scope="module")
+def scp(store: Store) -> Iterator[ScpServer]:
+    """The SCP in this process: the PDU cases look at its associations."""
+    with running_scp(store.database_url, store.nats_url) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scp_process(store: Store) -> Iterator[int]:
+    """A second SCP, `python -m services.scp` on the same store, as deployments run one per core: it takes
+    its share of the identifiers, so that the corpus uses both cores (each SCP is bound to one by its GIL)."""
+    port = free_port()
+    env = {"MWL_DATABASE_URL": store.database_url, "MWL_NATS_URL": store.nats_url}
+    env |= {"MWL_DICOM_PORT": str(port), "MWL_SCP_HEALTH_PORT": "0"}
+    with (store.folder / "scp-process.log").open("wb") as log:  # read it when a case fails there
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.scp"], env=service_env(**env), stdout=log, stderr=log
+        )
+        try:
+            wait_for_port(port, timeout=30)
+            yield port
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
 
 
 def normal_query() -> Dataset:
@@ -233,33 +270,47 @@ class FuzzSession:
         return "command-answered" if result.others else "command-ignored"
 
 
-def fuzz(port: int, cases: list[tuple[int, Case]], failed: threading.Event) -> tuple[Counter[str], int]:
-    """Run `cases` (with their index in the corpus) over one association at a time; the outcome tally and
-    how many associations it took. Stops early once another runner failed."""
+class Corpus:
+    """The cases, handed out one at a time to whichever runner is free; stops once one runner failed."""
+
+    def __init__(self, cases: list[Case]) -> None:
+        self._cases = iter(enumerate(cases))
+        self._lock = threading.Lock()
+        self.failed = False
+
+    def next(self) -> tuple[int, Case] | None:
+        with self._lock:
+            return None if self.failed else next(self._cases, None)
+
+
+def fuzz(port: int, corpus: Corpus) -> tuple[Counter[str], int]:
+    """Run cases of the corpus over one association at a time, the next when the last was answered; the
+    outcome tally and how many associations it took."""
     session = FuzzSession(port)
     outcomes: Counter[str] = Counter()
-    for count, (index, case) in enumerate(cases, 1):
-        if failed.is_set():
-            break
+    while (drawn := corpus.next()) is not None:
+        index, case = drawn
         try:
             outcomes[session.run(case)] += 1
-            if count % CHECK_EVERY == 0:
+            if sum(outcomes.values()) % CHECK_EVERY == 0:
                 session.check_normal_query()
         except (AssertionError, OSError) as exc:  # a socket timeout is an OSError: the SCP hung
-            failed.set()
-            raise AssertionError(f"case {index} ({case.name}) of seed {SEED}: {exc!r}") from exc
+            corpus.failed = True
+            where = f"case {index} ({case.name}) of seed {SEED}, SCP on port {port}"
+            raise AssertionError(f"{where}: {exc!r}") from exc
     session.close()
     return outcomes, session.associations
 
 
-def test_hostile_identifiers_get_a_status_and_the_scp_keeps_answering(scp: ScpServer) -> None:
-    cases = list(enumerate(IdentifierFuzzer(random.Random(SEED)).cases(IDENTIFIER_CASES)))
-    # Two modalities at once: one's requests are decoded while the other's wait in pynetdicom's 1 ms polls.
-    failed = threading.Event()
-    with ThreadPoolExecutor(RUNNERS) as pool:
-        runs = [pool.submit(fuzz, scp.port, cases[n::RUNNERS], failed) for n in range(RUNNERS)]
-        results = [run.result() for run in runs]
-    assert_scp_answers_normally(scp.port)
+def test_hostile_identifiers_get_a_status_and_the_scp_keeps_answering(
+    scp: ScpServer, scp_process: int
+) -> None:
+    corpus = Corpus(IdentifierFuzzer(random.Random(SEED)).cases(IDENTIFIER_CASES))
+    ports = [scp.port, scp_process]
+    with ThreadPoolExecutor(len(ports)) as pool:
+        results = [run.result() for run in [pool.submit(fuzz, port, corpus) for port in ports]]
+    for port in ports:
+        assert_scp_answers_normally(port)
     outcomes = sum((tally for tally, _ in results), Counter[str]())
     associations = sum(count for _, count in results)
     # The corpus reached every stage: decoding failures, the matcher (answers and successes), FE00.
@@ -303,8 +354,8 @@ def run_raw(port: int, case: RawCase) -> list[int]:
             return [pdu.type for pdu in client.read_until_closed()]
         while (pdu := client.read_pdu()) is not None:  # "reply": the server must act without our EOF
             received.append(pdu.type)
-            if pdu.type == rd.ASSOCIATE_AC and case.name in ("trickle", "mangled-rq", "odd-request"):
-                _send(client, (rd.RELEASE_RQ_PDU,))
+            if pdu.type == rd.ASSOCIATE_AC and (rd.ASSOCIATE_AC, rd.RELEASE_RP) in (case.replies or ()):
+                _send(client, (rd.RELEASE_RQ_PDU,))  # accepted: release it the orderly way
             if pdu.type in (rd.ABORT, rd.ASSOCIATE_RJ, rd.RELEASE_RP):
                 break
         return received
@@ -319,13 +370,12 @@ def wait_for_associations_below(server: ScpServer, count: int, within: float = 1
 
 def test_hostile_pdus_get_an_answer_or_a_close_and_the_scp_keeps_answering(scp: ScpServer) -> None:
     cases = PduFuzzer(random.Random(SEED)).cases(RAW_CASES)
-    replies: Counter[str] = Counter()
     for index, case in enumerate(cases):
         wait_for_associations_below(scp, 8)  # never near MaximumAssociations: a refusal would hide a bug
         try:
             received = run_raw(scp.port, case)
             assert set(received) <= PROPER_PDUS, f"the SCP sent PDU types {received}"
-            replies[f"{case.name}:{received[-1] if received else 'closed'}"] += 1
+            assert case.replies is None or tuple(received) in case.replies, f"the SCP answered {received}"
             if index % 50 == 49:
                 with rd.RawClient(scp.port, timeout=TIMEOUT) as client:
                     client.associate()

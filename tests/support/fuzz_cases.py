@@ -1,9 +1,8 @@
-"""Seeded generators of hostile C-FIND input for tests/integration/test_scp_fuzz.py.
+"""Seeded generators of hostile C-FIND requests for tests/integration/test_scp_fuzz.py (PDUs: fuzz_pdus).
 
-Three families: identifiers (the bytes of a C-FIND-RQ's dataset: mutated, truncated, with wrong VRs, huge
-values, deep sequences, odd character sets, several SPS items, lying lengths, unknown tags, garbage),
-command sets (the C-FIND-RQ itself mangled), and PDUs (whole Upper Layer exchanges, each on a connection of
-its own). Everything comes from one `random.Random`, so a seed names a corpus.
+Identifiers (the bytes of a C-FIND-RQ's dataset: mutated, truncated, with wrong VRs, huge values, deep
+sequences, odd character sets, several SPS items, lying lengths, unknown tags, garbage) and command sets
+(the C-FIND-RQ itself mangled). Everything comes from one `random.Random`, so a seed names a corpus.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -25,42 +23,10 @@ SPS = 0x00400100
 A900 = frozenset({0xA900})
 SUCCESS = frozenset({0x0000})
 
-ALL_VRS = [
-    "AE",
-    "AS",
-    "AT",
-    "CS",
-    "DA",
-    "DS",
-    "DT",
-    "FL",
-    "FD",
-    "IS",
-    "LO",
-    "LT",
-    "OB",
-    "OD",
-    "OF",
-    "OL",
-    "OV",
-    "OW",
-    "PN",
-    "SH",
-    "SL",
-    "SQ",
-    "SS",
-    "ST",
-    "SV",
-    "TM",
-    "UC",
-    "UI",
-    "UL",
-    "UN",
-    "UR",
-    "US",
-    "UT",
-    "UV",
-]
+ALL_VRS = (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV",
+    "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV",
+)  # fmt: skip
 # MWL keys (PS3.4 Table K.6-1), top level and SPS item, with their VRs.
 KEYS = (
     (0x00100010, "PN"), (0x00100020, "LO"), (0x00080050, "SH"), (0x0020000D, "UI"), (0x00401001, "SH"),
@@ -111,20 +77,6 @@ class Case:
     expect: frozenset[int] | None = None
     command: bytes | None = None
     cancel: bool = False
-
-
-Mode = Literal["reply", "eof", "close", "reset"]
-
-
-@dataclass(frozen=True)
-class RawCase:
-    """Bytes sent on a fresh connection, in chunks, then: wait for the server's reply (`reply`), half-close
-    and read to the end (`eof`), close (`close`) or reset the connection (`reset`)."""
-
-    name: str
-    chunks: tuple[bytes, ...]
-    mode: Mode
-    associate_first: bool = False  # the chunks follow an accepted association
 
 
 def encode(ds: Dataset, *, implicit: bool) -> bytes:
@@ -549,175 +501,4 @@ class IdentifierFuzzer:
             (self.bad_length, 6), (self.odd_tags, 5), (self.garbage, 3), (self.special, 2), (self.command, 1),
         ]  # fmt: skip
         makers = [maker for maker, weight in weighted for _ in range(weight)]
-        return [self.rng.choice(makers)() for _ in range(count)]
-
-
-# --------------------------------------------------------------------------------------------------------
-# PDU-level cases, each on a fresh connection
-
-
-class PduFuzzer:
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.request = rd.associate_rq()
-
-    def _bytes(self, low: int = 0, high: int = 64) -> bytes:
-        return self.rng.randbytes(self.rng.randint(low, high))
-
-    def garbage_after_request(self) -> RawCase:
-        """A valid A-ASSOCIATE-RQ followed, in the same segment, by an unknown PDU or by random bytes."""
-        if self.rng.random() < 0.5:  # a whole unknown PDU: the server must abort by itself
-            unknown = rd.pdu(self.rng.randint(8, 255), b"")
-            return RawCase("junk-pdu-after-rq", (self.request + unknown,), "reply")
-        # Random bytes may read as the start of a longer PDU, which the server rightly waits for: our EOF
-        # then ends it.
-        return RawCase("garbage-after-rq", (self.request + self._bytes(1, 200),), "eof")
-
-    def length_lie(self) -> RawCase:
-        body = self.request[6:]
-        length = self.rng.choice(
-            [0, 1, len(body) - 1, len(body) // 2, len(body) + 1, len(body) + 1000, 0xFFFFFFFF, 0x7FFFFFFF]
-        )
-        tail = self._bytes(0, 64) if self.rng.random() < 0.5 else b""
-        return RawCase("length-lie", (rd.pdu(rd.ASSOCIATE_RQ, body, length=length) + tail,), "eof")
-
-    def unknown_type(self) -> RawCase:
-        """An unknown PDU type first: with no body the server must abort at once; with one, once it has
-        read what it takes for a PDU (our EOF ends the wait)."""
-        pdu_type = self.rng.choice([0x00, 0x08, 0x09, 0x10, 0x20, 0x7F, 0x80, 0xFF, self.rng.randint(8, 255)])
-        if self.rng.random() < 0.5:
-            return RawCase(f"unknown-type-{pdu_type:02x}", (rd.pdu(pdu_type, b""),), "reply")
-        return RawCase(f"unknown-type-{pdu_type:02x}-body", (rd.pdu(pdu_type, self._bytes(1, 64)),), "eof")
-
-    def out_of_order(self) -> RawCase:
-        """P-DATA, A-RELEASE, A-ASSOCIATE-AC/RJ or A-ABORT before any association."""
-        choices = [
-            rd.p_data([(1, 0x03, rd.c_find_rq(1))]),
-            rd.RELEASE_RQ_PDU,
-            rd.pdu(rd.RELEASE_RP, b"\0\0\0\0"),
-            rd.pdu(rd.ASSOCIATE_AC, self.request[6:]),
-            rd.pdu(rd.ASSOCIATE_RJ, b"\x00\x01\x01\x01"),
-            rd.ABORT_PDU,
-        ]
-        return RawCase("before-association", (self.rng.choice(choices),), "reply")
-
-    def mangled_request(self) -> RawCase:
-        """An A-ASSOCIATE-RQ with a mutated body (its PDU length kept true): AC, RJ or abort."""
-        body = bytearray(self.request[6:])
-        kind = self.rng.randrange(4)
-        if kind == 0:
-            for _ in range(self.rng.randint(1, 6)):
-                body[self.rng.randrange(len(body))] = self.rng.randrange(256)
-        elif kind == 1:
-            at = self.rng.randrange(68, len(body))
-            del body[at : at + self.rng.randint(1, 40)]
-        elif kind == 2:
-            at = self.rng.randrange(68, len(body) + 1)
-            body[at:at] = (
-                bytes(
-                    [
-                        self.rng.choice(
-                            [
-                                0x10,
-                                0x20,
-                                0x21,
-                                0x30,
-                                0x40,
-                                0x50,
-                                0x51,
-                                0x52,
-                                0x53,
-                                0x54,
-                                0x55,
-                                0x56,
-                                0x57,
-                                0x58,
-                                0x59,
-                                0xFF,
-                            ]
-                        ),
-                        0,
-                    ]
-                )
-                + struct.pack(">H", self.rng.choice([0, 1, 4, 0xFFFF]))
-                + self._bytes(0, 16)
-            )
-        else:
-            return RawCase("odd-request", (self._odd_request(),), "reply")
-        return RawCase("mangled-rq", (rd.pdu(rd.ASSOCIATE_RQ, bytes(body)),), "reply")
-
-    def _odd_request(self) -> bytes:
-        kind = self.rng.randrange(5)
-        if kind == 0:
-            return rd.associate_rq(contexts=())
-        if kind == 1:
-            return rd.associate_rq(
-                contexts=[
-                    (n * 2 + 1 & 0xFF, rd.MWL_FIND, (rd.IMPLICIT_VR_LE,))
-                    for n in range(self.rng.choice([128, 200, 300]))
-                ]
-            )
-        if kind == 2:
-            return rd.associate_rq(max_length=self.rng.choice([0, 1, 6, 12, 0xFFFFFFFF]))
-        if kind == 3:
-            return rd.associate_rq(
-                calling=self.rng.choice(["", " ", "\x00" * 16, "É" * 8]),
-                called=self.rng.choice(["", "ORTHANC", "\x1b" * 16]),
-            )
-        return rd.associate_rq(
-            contexts=[
-                (
-                    self.rng.choice([0, 2, 255]),
-                    self.rng.choice(["", "1.2", "x" * 64, rd.MWL_FIND]),
-                    (self.rng.choice(["", "1.2.840.10008.1.2.4.50", rd.IMPLICIT_VR_LE]),),
-                )
-            ]
-        )
-
-    def disconnect(self) -> RawCase:
-        """The connection dropped (closed or reset) at a random point of an exchange."""
-        mode: Mode = self.rng.choice(["close", "reset"])
-        kind = self.rng.randrange(4)
-        if kind == 0:
-            return RawCase("drop-mid-rq", (self.request[: self.rng.randrange(len(self.request))],), mode)
-        if kind == 1:
-            return RawCase("drop-idle", (), mode)
-        find = rd.message(1, rd.c_find_rq(1), b"\x10\x00\x20\x00\x00\x00\x00\x00", 16382)
-        if kind == 2:
-            return RawCase(
-                "drop-mid-find", (find[: self.rng.randrange(1, len(find))],), mode, associate_first=True
-            )
-        return RawCase("drop-before-answers", (find,), mode, associate_first=True)
-
-    def bad_p_data(self) -> RawCase:
-        """Broken P-DATA-TF on an association: lying PDV lengths, unknown contexts, stray fragments."""
-        command = rd.c_find_rq(1)
-        kind = self.rng.randrange(6)
-        if kind == 0:
-            body = struct.pack(">IBB", self.rng.choice([0, 1, len(command) + 50, 0xFFFFFFFF]), 1, 3) + command
-            chunk = rd.pdu(rd.P_DATA_TF, body)
-        elif kind == 1:
-            chunk = rd.p_data([(self.rng.choice([0, 2, 7, 255]), 3, command)])
-        elif kind == 2:
-            chunk = rd.p_data([(1, self.rng.choice([0x00, 0x02, 0xFC, 0xFF]), self._bytes(0, 40))])
-        elif kind == 3:
-            chunk = rd.pdu(rd.P_DATA_TF, b"")
-        elif kind == 4:
-            chunk = self.request  # a second A-ASSOCIATE-RQ on the association
-        else:
-            chunk = rd.pdu(rd.P_DATA_TF, self._bytes(1, 80))
-        return RawCase("bad-p-data", (chunk, rd.RELEASE_RQ_PDU), "eof", associate_first=True)
-
-    def trickle(self) -> RawCase:
-        """A valid A-ASSOCIATE-RQ sent in small pieces: the server reassembles it and accepts."""
-        size = self.rng.choice([1, 7, 33])
-        pieces = tuple(self.request[i : i + size] for i in range(0, len(self.request), size))
-        return RawCase("trickle", pieces, "reply")
-
-    def cases(self, count: int) -> list[RawCase]:
-        makers = [
-            self.garbage_after_request, self.length_lie, self.unknown_type, self.out_of_order,
-            self.mangled_request, self.mangled_request, self.disconnect, self.disconnect, self.bad_p_data,
-            self.bad_p_data, self.trickle,
-        ]  # fmt: skip
         return [self.rng.choice(makers)() for _ in range(count)]
