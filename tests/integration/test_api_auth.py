@@ -297,6 +297,14 @@ async def test_probes_and_metrics_stay_open(api: Client) -> None:
         assert (await api.get(path)).status == 401
 
 
+async def test_the_openapi_description_needs_a_login_of_any_role(api: Client) -> None:
+    # It lists every route and parameter, which a hospital's security review counts as reconnaissance.
+    assert (await api.get("/openapi.json")).status == 401
+    resp = await api.get("/openapi.json", headers=BOB)
+    assert resp.status == 200
+    assert "/worklists/create" in (await resp.json())["paths"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Cross-site writes
 

@@ -188,13 +188,15 @@ def _list_keys(key: str, items: list[Any]) -> tuple[str, ...]:
 
 
 def _merge_list(target: list[Any], patch: list[Any], keys: tuple[str, ...]) -> None:
+    added = []
     for item in patch:
         identity = tuple(item.get(k) for k in keys)
         match = next((t for t in target if tuple(t.get(k) for k in keys) == identity), None)
         if match is None:
-            target.append(copy.deepcopy(item))
+            added.append(copy.deepcopy(item))
         else:
             _merge(match, item)
+    target[:0] = added  # kustomize puts the items a patch adds before the existing ones
 
 
 def _add_labels(entry: Obj, state: _State) -> None:

@@ -37,6 +37,15 @@ SERVICES = {"scp", "api", "housekeeper"}
 READ_ELSEWHERE = {"MWL_CONFIG", "MWL_LOG_LEVEL"}
 # The Settings attribute of the health port of each service without a REST port of its own.
 HEALTH_PORT = {"scp": "scp_health_port", "housekeeper": "housekeeper_health_port"}
+# Secrets the pods read that are not in the manifests (no password, token or private key in git): created
+# out of band as each component's kustomization.yaml says, with these keys (example values for the tests).
+OUT_OF_BAND_SECRETS = {
+    "mwl-rest-auth": {
+        "registered-users": '{"admin": {"Password": "example", "Role": "read-write"}}',
+        "api-tokens": '[{"Token": "0123456789abcdef0123456789abcdef", "Role": "read-write", "Name": "ris"}]',
+    },
+    "mwl-dicom-tls": {"tls.crt": "PEM", "tls.key": "PEM", "ca.crt": "PEM"},
+}
 # The paths shared.health_http and the API serve.
 PROBE_PATHS = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
 
@@ -106,7 +115,9 @@ def _environment(objects: list[dict[str, Any]], container: dict[str, Any]) -> di
         ref = source["configMapRef"]["name"]
         env.update(_named(objects, "ConfigMap", ref)["data"])
     for entry in container.get("env", []):
-        env[entry["name"]] = entry.get("value", f"<from {json.dumps(entry.get('valueFrom'))}>")
+        ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+        example = OUT_OF_BAND_SECRETS.get(ref.get("name"), {}).get(ref.get("key"))
+        env[entry["name"]] = entry.get("value", example or f"<from {json.dumps(entry.get('valueFrom'))}>")
     return env
 
 
@@ -315,6 +326,69 @@ def test_the_database_url_comes_from_a_secret_that_exists(rendered: tuple[str, l
             (entry,) = [e for e in container["env"] if e["name"] == "MWL_DATABASE_URL"]
             ref = entry["valueFrom"]["secretKeyRef"]
             assert ref["key"] in secrets.get(ref["name"], set()), f"{name}: {ref} exists nowhere"
+
+
+def _secrets_read(workload: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    """(Secret name, key) of every Secret the pod reads: variables (with their key) and volumes (None)."""
+    for container in _containers(workload):
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                yield ref["name"], ref["key"]
+    for volume in _pod(workload).get("volumes", []):
+        if "secret" in volume:
+            yield volume["secret"]["secretName"], None
+
+
+def test_every_secret_a_pod_reads_exists_or_is_created_out_of_band(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, objects = rendered
+    known = {s["metadata"]["name"] for s in _of_kind(objects, "Secret")}
+    known |= {f"{c['metadata']['name']}-app" for c in _of_kind(objects, "Cluster")}
+    for workload in _workloads(objects):
+        for secret, key in _secrets_read(workload):
+            if secret in known:
+                continue
+            assert secret in OUT_OF_BAND_SECRETS, f"{name}: Secret {secret} exists nowhere"
+            assert key is None or key in OUT_OF_BAND_SECRETS[secret], f"{name}: {secret} has no key {key}"
+
+
+def test_out_of_band_secrets_are_documented_with_their_keys() -> None:
+    comments = "\n".join(
+        p.read_text(encoding="utf-8") for p in (K8S / "components").rglob("kustomization.yaml")
+    )
+    for secret, keys in OUT_OF_BAND_SECRETS.items():
+        assert f"create secret generic {secret}" in comments
+        for key in keys:
+            assert key in comments, f"the command creating {secret} does not name its key {key}"
+
+
+def test_production_requires_rest_authentication_and_mutual_dicom_tls(tmp_path: Path) -> None:
+    objects = render(K8S / "overlays/production")
+    api = _named(objects, "Deployment", "mwl-api")
+    settings = _settings_of(objects, _environment(objects, _pod(api)["containers"][0]), tmp_path)
+    assert settings.authentication_enabled
+    assert settings.registered_users and settings.api_tokens
+
+    scp = _named(objects, "Deployment", "mwl-scp")
+    container = _pod(scp)["containers"][0]
+    settings = _settings_of(objects, _environment(objects, container), tmp_path)
+    assert settings.dicom_tls_enabled and settings.dicom_tls_remote_certificate_required
+    volumes = {v["name"]: v for v in _pod(scp)["volumes"]}
+    mounted = {
+        m["mountPath"]: volumes[m["name"]]["secret"]["secretName"]
+        for m in container["volumeMounts"]
+        if "secret" in volumes[m["name"]]
+    }
+    for path in (
+        settings.dicom_tls_certificate,
+        settings.dicom_tls_private_key,
+        settings.dicom_tls_trusted_certificates,
+    ):
+        assert path is not None
+        secret = mounted[str(path.parent)]  # each file is a key of the Secret mounted in its folder
+        assert path.name in OUT_OF_BAND_SECRETS[secret]
 
 
 # --- wiring between objects -----------------------------------------------------------------------------
