@@ -11,8 +11,8 @@ from aiohttp import web
 
 from services.api.app import create_app
 from shared import folder
-from shared.config import ConfigError, Settings, load_settings
-from shared.logs import configure_logging
+from shared.config import Settings
+from shared.startup import load_service_settings
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="Orthanc-style JSON configuration file")
     args = parser.parse_args(argv)
-    configure_logging()  # MWL_LOG_LEVEL and MWL_LOG_FORMAT, so a configuration error is logged too
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
+    settings = load_service_settings(args.config)
+    if settings is None:
         return 2
-    configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
     problem = folder_problem(settings)
     if problem:
         logger.error("%s: the API cannot start in folder mode (SaveInOrthancDatabase false)", problem)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from services.housekeeper.app import Housekeeper
-from shared.config import ConfigError, Settings, load_settings
+from shared.config import ConfigError, Settings
 from shared.folder import FolderError
-from shared.logs import configure_logging
+from shared.startup import load_service_settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +29,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="Orthanc-style JSON configuration file")
     args = parser.parse_args(argv)
-    configure_logging()  # MWL_LOG_LEVEL and MWL_LOG_FORMAT, so a configuration error is logged too
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
+    settings = load_service_settings(args.config)
+    if settings is None:
         return 2
-    configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
     try:
         asyncio.run(main(settings))
     except (FolderError, ConfigError) as exc:
