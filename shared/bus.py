@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import STREAM, STREAM_SUBJECTS
@@ -21,6 +22,11 @@ from shared.models import OutboxEvent
 logger = logging.getLogger(__name__)
 
 STREAM_MAX_AGE_SECONDS = 7 * 24 * 3600
+# How long JetStream remembers a Nats-Msg-Id (the event id) to drop a re-sent event. A relay re-sends the
+# events it published but could not clear from the outbox (the database went away, or the process died, in
+# between) once it can again: JetStream's default two minutes would let the duplicates of any longer outage
+# through.
+STREAM_DUPLICATE_WINDOW_SECONDS = 24 * 3600
 
 
 class Bus:
@@ -102,7 +108,12 @@ class Bus:
 
 async def ensure_stream(js: JetStreamContext) -> None:
     """Create the events stream, or leave it as it is when it exists (another service made it)."""
-    config = StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, max_age=STREAM_MAX_AGE_SECONDS)
+    config = StreamConfig(
+        name=STREAM,
+        subjects=STREAM_SUBJECTS,
+        max_age=STREAM_MAX_AGE_SECONDS,
+        duplicate_window=STREAM_DUPLICATE_WINDOW_SECONDS,
+    )
     try:
         await js.add_stream(config)
     except BadRequestError:
@@ -126,6 +137,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self._wake = asyncio.Event()
         self._stopping = False
+        self._store_away = False
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after a commit that wrote events)."""
@@ -144,6 +156,15 @@ class OutboxRelay:
                     pass
             except asyncio.CancelledError:
                 raise
+            except DBAPIError as exc:
+                # The database is away: said once, not with a traceback every poll interval until it returns.
+                if not self._store_away:
+                    logger.warning(
+                        "outbox relay: database unavailable (%s); retrying every %g s",
+                        type(exc.orig or exc).__name__,
+                        self.poll_interval,
+                    )
+                    self._store_away = True
             except Exception:
                 logger.exception("outbox relay pass failed; retrying")
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (gh-86296).
@@ -168,6 +189,9 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            if self._store_away:
+                logger.info("outbox relay: database reachable again")
+                self._store_away = False
             published: list[int] = []
             for row in rows:
                 try:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_SECONDS = 5
 
 
 def _url(raw: str, *, asynchronous: bool) -> URL:
@@ -51,9 +52,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _engine_options(raw: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What every engine gets: pool_pre_ping, so that connections a database restart cut are replaced on
+    their next checkout instead of failing one request each; hide_parameters, because SQLAlchemy otherwise
+    writes a failed statement's parameters (patient names, whole datasets) into the exception, and from
+    there into every log line that shows it; and for PostgreSQL a connect timeout, so that a database host
+    that stopped answering fails a request in seconds (503, C-FIND failure) instead of holding it for the
+    minutes TCP takes to give up."""
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True, **kwargs}
+    if not is_sqlite(raw):
+        options["connect_args"] = {
+            "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+            **kwargs.get("connect_args", {}),
+        }
+    return options
+
+
 def create_sync_engine(raw: str, **kwargs: Any) -> Engine:
     ensure_sqlite_folder(raw)
-    engine = create_engine(sync_url(raw), pool_pre_ping=True, **kwargs)
+    engine = create_engine(sync_url(raw), **_engine_options(raw, kwargs))
     if is_sqlite(raw):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -61,7 +78,7 @@ def create_sync_engine(raw: str, **kwargs: Any) -> Engine:
 
 def create_async_db_engine(raw: str, **kwargs: Any) -> AsyncEngine:
     ensure_sqlite_folder(raw)
-    engine = create_async_engine(async_url(raw), pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(async_url(raw), **_engine_options(raw, kwargs))
     if is_sqlite(raw):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

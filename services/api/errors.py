@@ -9,6 +9,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.dicom_json import TagsError
 from shared.store import WorklistNotFound
@@ -60,9 +61,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(request, exc.status, exc.reason)
-    except (OperationalError, DBAPIError):
-        logger.exception("database unavailable during %s %s", request.method, request.path)
+    except (OperationalError, DBAPIError) as exc:
+        # One line, no traceback: during an outage every request lands here, and the driver's message adds
+        # nothing the type does not say (it can quote the statement).
+        logger.warning(
+            "database unavailable during %s %s (%s)", request.method, request.path, _driver_error(exc)
+        )
         return error_response(request, 503, "Database unavailable, retry later")
+    except PoolTimeout:
+        # Every pooled connection is busy (a database that answers slowly): a retry later may get one.
+        logger.warning("database busy during %s %s: no connection free", request.method, request.path)
+        return error_response(request, 503, "Database busy, retry later")
     except Exception:
         logger.exception("internal error during %s %s", request.method, request.path)
         return error_response(request, 500, "Internal error")
+
+
+def _driver_error(exc: DBAPIError) -> str:
+    """The error's type as the driver named it (`OperationalError`, `AdminShutdown`), without its text."""
+    return type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__

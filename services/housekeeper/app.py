@@ -5,9 +5,9 @@ because another got there first:
 - study.stable (and worklist.created/updated, to catch items whose study is already stable) come through one
   durable JetStream pull consumer shared by all replicas: JetStream hands each message to one of them, and
   keeps it in the stream while all are down.
-- Every deletion is idempotent: an item already gone (WorklistNotFound) counts as done, and the row lock
-  taken by store.remove_item (SELECT ... FOR UPDATE) makes a concurrent second deletion find nothing, so
-  exactly one worklist.deleted is written.
+- Every deletion is idempotent: an item already gone counts as done, and the row locks taken while
+  deleting (SELECT ... FOR UPDATE, in id order) make a concurrent second deletion find nothing, so exactly
+  one worklist.deleted is written.
 - The periodic pass (folder sync, remembered stable studies, expiry) runs under a PostgreSQL advisory lock
   (pg_try_advisory_xact_lock): a replica that does not get it skips that pass. Expiry also selects with
   FOR UPDATE SKIP LOCKED, and the Orthanc connector locks its position row the same way.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -11,11 +13,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import folder, retention
+from shared import folder, retention, store
 from shared.config import WorklistsSettings
-from shared.events import REASON_EXPIRED, REASON_STUDY_STABLE
-from shared.models import SOURCE_REST, StableStudy, WorklistItem
-from shared.store import WorklistNotFound, utc
+from shared.events import REASON_EXPIRED, REASON_STUDY_STABLE, WORKLIST_DELETED, worklist_event
+from shared.indexing import summary
+from shared.models import SOURCE_REST, ScheduledStep, StableStudy, WorklistItem
+from shared.store import utc
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +32,61 @@ class InvalidEvent(ValueError):
 async def delete_items(
     session: AsyncSession, worklists: WorklistsSettings, item_ids: Iterable[str], *, reason: str
 ) -> int:
-    """Delete each item (and its file); one already gone was deleted by another replica or the API: fine."""
+    """Delete each item (and its file) with one worklist.deleted each; one already gone was deleted by another
+    replica or the API: fine. A few statements per BATCH items, not several per item: a pass over thousands
+    of expired items holds its transaction and the pass lock for a moment, not for minutes."""
+    ids = sorted(set(item_ids))
     deleted = 0
-    for item_id in item_ids:
-        try:
-            await folder.remove_item(session, worklists, item_id, reason=reason)
-        except WorklistNotFound:
-            continue
-        except OSError as exc:  # its file cannot be removed: keep the item, go on with the others
-            logger.error("cannot remove the file of worklist %s (%s); the item stays", item_id, exc.strerror)
-            continue
-        deleted += 1
+    for start in range(0, len(ids), BATCH):
+        deleted += await _delete_batch(session, worklists, ids[start : start + BATCH], reason)
     return deleted
+
+
+async def _delete_batch(
+    session: AsyncSession, worklists: WorklistsSettings, ids: list[str], reason: str
+) -> int:
+    # Locked in id order, as every deleter locks them: a concurrent second deletion waits, then finds the rows
+    # gone and writes no event. (SQLite has no row locks; its writers are serialised, and RETURNING below
+    # says which rows this transaction deleted.)
+    rows = (
+        await session.execute(
+            select(WorklistItem.id, WorklistItem.source, WorklistItem.source_path, WorklistItem.dataset)
+            .where(WorklistItem.id.in_(ids))
+            .order_by(WorklistItem.id)
+            .with_for_update()
+        )
+    ).all()
+    kept: dict[str, tuple[str, str]] = {}
+    for item_id, source, source_path, dataset in rows:
+        if source_path is not None and worklists.directory is not None:
+            # The file goes first (else the folder sync would bring the item back); if it cannot be
+            # removed, the item stays and nothing is written for it.
+            try:
+                await asyncio.to_thread(folder.remove_file, worklists.directory / source_path)
+            except OSError as exc:
+                logger.error(
+                    "cannot remove the file of worklist %s (%s); the item stays", item_id, exc.strerror
+                )
+                continue
+        kept[item_id] = (source, dataset)
+    if not kept:
+        return 0
+    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id.in_(kept)))
+    gone = set(
+        (
+            await session.execute(
+                delete(WorklistItem).where(WorklistItem.id.in_(kept)).returning(WorklistItem.id),
+                execution_options={"synchronize_session": False},
+            )
+        ).scalars()
+    )
+    for item_id, (source, dataset) in kept.items():
+        if item_id in gone:
+            event = worklist_event(
+                WORKLIST_DELETED, item_id, summary(json.loads(dataset)), source=source, reason=reason
+            )
+            store.enqueue(session, event)
+    return len(gone)
 
 
 async def on_study_stable(

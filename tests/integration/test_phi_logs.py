@@ -15,7 +15,7 @@ import pytest
 from pydicom import Dataset
 
 from services.api import __main__ as api_main
-from shared import folder, jsonlog
+from shared import folder, jsonlog, startup
 from shared.migrate import upgrade
 from tests.integration.conftest import ApiFactory
 from tests.support.dicom_clients import c_find, running_scp
@@ -153,7 +153,7 @@ def test_the_api_runs_without_an_access_log(monkeypatch: pytest.MonkeyPatch) -> 
     """aiohttp's access log would write every URL, and listing filters put patient names in URLs."""
     started: dict[str, Any] = {}
     monkeypatch.setattr(api_main.web, "run_app", lambda app, **options: started.update(options))
-    monkeypatch.setattr(api_main, "configure_logging", lambda **_: None)
+    monkeypatch.setattr(startup, "configure_logging", lambda **_: None)
     for name in [name for name in os.environ if name.startswith("MWL_")]:
         monkeypatch.delenv(name)
     assert api_main.main([]) == 0

@@ -91,8 +91,12 @@ class Postgres:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
 
     def resume(self) -> None:
-        """Start it again after pause(), on the same socket: the URLs handed out work again."""
+        """Start it again after pause(), with the same data directory and on the same socket (directory and
+        port): the URLs handed out work again. Returns once it accepts connections."""
         self.server.ensure_postgres_running()
+        uri = self.server.get_uri()
+        if uri != self.admin_uri:  # a client configured with the old address would never come back
+            raise RuntimeError(f"PostgreSQL came back at {uri}, not {self.admin_uri}")
 
     def stop(self) -> None:
         self.server.cleanup()
