@@ -10,14 +10,16 @@ from aiohttp import web
 
 from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
-from services.api.keys import BUS, METRICS, RELAY, SESSIONS, SETTINGS
+from services.api.keys import BUS, CREATES, METRICS, RELAY, SESSIONS, SETTINGS
 from services.api.live import setup_live
 from services.api.metrics import setup_metrics
 from services.api.routes import setup_routes
 from shared.bus import Bus, OutboxRelay
 from shared.config import Settings
 from shared.db import create_async_db_engine, session_factory
+from shared.group_commit import GroupCommit
 from shared.metrics import ApiMetrics, refresh_outbox_backlog
+from shared.models import SOURCE_REST
 
 # How long the outbox relay may take to finish the batch under way (NATS slow to acknowledge) when stopping.
 RELAY_STOP_TIMEOUT = 5.0
@@ -34,7 +36,9 @@ async def _store_and_bus(app: web.Application) -> AsyncIterator[None]:
     app[RELAY] = relay
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
     bus.on_connect(lambda _nc: _wake(relay))
+    app[CREATES] = creates = GroupCommit(app[SESSIONS], source=SOURCE_REST, on_commit=relay.wake)
     yield
+    await creates.close()
     relay.stop()  # the batch under way is finished rather than cut off (its connection would be lost)
     await asyncio.wait([relay_task], timeout=RELAY_STOP_TIMEOUT)
     relay_task.cancel()

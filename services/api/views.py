@@ -8,28 +8,22 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from services.api import listing
 from services.api.body import boolean, json_object
 from services.api.errors import RequestError
-from services.api.keys import RELAY, SESSIONS, SETTINGS
+from services.api.keys import CREATES, RELAY, SESSIONS, SETTINGS
 from shared import folder, store
 from shared.config import WorklistsSettings
-from shared.dicom_json import (
-    FORMATS,
-    Format,
-    dataset_from_tags,
-    dataset_to_format,
-    dicom_json_dict,
-    dicom_json_to_dataset,
-    validate_worklist,
-)
+from shared.dicom_json import FORMATS, Format, dataset_to_format, dicom_json_to_dataset
 from shared.events import REASON_REST
 from shared.models import SOURCE_REST
+from shared.tags_json import dicom_json_from_tags, has_value, set_value, validate_worklist_json
 
 UTF8 = "ISO_IR 192"
+SPECIFIC_CHARACTER_SET = "00080005"
+STUDY_INSTANCE_UID = "0020000D"
 _ITEM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -54,28 +48,35 @@ def _tags(item: store.StoredItem, fmt: Format) -> dict[str, Any]:
     return dataset_to_format(dicom_json_to_dataset(item.dataset), fmt)
 
 
-def _dataset_from_body(body: dict[str, Any]) -> tuple[Dataset, bool]:
+def _document_from_body(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The item as DICOM JSON (built without pydicom objects: shared.tags_json), and Force."""
     if "Tags" not in body:
         raise RequestError(400, "Tags is required", "Tags")
-    return dataset_from_tags(body["Tags"]), boolean(body, "Force")
+    return dicom_json_from_tags(body["Tags"]), boolean(body, "Force")
 
 
-def _complete(request: web.Request, ds: Dataset) -> None:
+def _complete(request: web.Request, document: dict[str, Any]) -> dict[str, Any]:
     """What Orthanc adds on create: a character set, and a StudyInstanceUID when configured."""
-    if not ds.get("SpecificCharacterSet"):
-        ds.SpecificCharacterSet = UTF8
-    if request.app[SETTINGS].worklists.set_study_instance_uid_if_missing and not ds.get("StudyInstanceUID"):
-        ds.StudyInstanceUID = generate_uid()
+    if not has_value(document, SPECIFIC_CHARACTER_SET):
+        document = set_value(document, SPECIFIC_CHARACTER_SET, "CS", UTF8)
+    missing_uid = not has_value(document, STUDY_INSTANCE_UID)
+    if missing_uid and request.app[SETTINGS].worklists.set_study_instance_uid_if_missing:
+        document = set_value(document, STUDY_INSTANCE_UID, "UI", generate_uid())
+    return document
 
 
 async def create_worklist(request: web.Request) -> web.Response:
-    ds, force = _dataset_from_body(await json_object(request))
-    _complete(request, ds)
-    warnings = validate_worklist(ds, force=force)
+    document, force = _document_from_body(await json_object(request))
+    document = _complete(request, document)
+    warnings = validate_worklist_json(document, force=force)
     item_id = str(uuid.uuid4())
-    async with folder.transaction(request.app[SESSIONS]) as session:
-        await folder.add_item(session, _worklists(request), item_id, dicom_json_dict(ds), source=SOURCE_REST)
-    request.app[RELAY].wake()
+    worklists = _worklists(request)
+    if worklists.folder_mode and worklists.directory is not None:  # the item is written as a file
+        async with folder.transaction(request.app[SESSIONS]) as session:
+            await folder.add_item(session, worklists, item_id, document, source=SOURCE_REST)
+        request.app[RELAY].wake()
+    else:  # concurrent creates share a transaction (shared.group_commit); the relay is woken on commit
+        await request.app[CREATES].add_item(item_id, document)
     return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
 
 
@@ -83,20 +84,18 @@ async def replace_worklist(request: web.Request) -> web.Response:
     """PUT replaces an item after the same validation as create; `"Upsert": true` creates a missing one."""
     item_id = request.match_info["id"]
     body = await json_object(request)
-    ds, force = _dataset_from_body(body)
+    document, force = _document_from_body(body)
     upsert = boolean(body, "Upsert")
-    _complete(request, ds)
-    warnings = validate_worklist(ds, force=force)
+    document = _complete(request, document)
+    warnings = validate_worklist_json(document, force=force)
     async with folder.transaction(request.app[SESSIONS]) as session:
         try:
-            await folder.replace_item(session, _worklists(request), _stored_id(item_id), dicom_json_dict(ds))
+            await folder.replace_item(session, _worklists(request), _stored_id(item_id), document)
         except store.WorklistNotFound:
             if not upsert:
                 raise
             _check_id(item_id)
-            await folder.add_item(
-                session, _worklists(request), item_id, dicom_json_dict(ds), source=SOURCE_REST
-            )
+            await folder.add_item(session, _worklists(request), item_id, document, source=SOURCE_REST)
     request.app[RELAY].wake()
     return web.json_response({"ID": item_id, "Path": f"/worklists/{item_id}", "Warnings": warnings})
 
