@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint migrate bench clean
+.PHONY: help venv run test lint migrate bench soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: $(STAMP) ## ruff and mypy --strict over services/ and shared/
 
 bench: $(STAMP) ## Benchmarks (not part of make test)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+soak: $(STAMP) ## Load test: 32 modalities + REST for 60 s on PostgreSQL, checked (not part of make test)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean: ## Remove the virtualenv, the embedded store and caches
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_BATCH = 500
-# Read by the bench only, until the SCP has an option for it: how many SCP processes share the port.
+# The SCP's ScpWorkers option: how many SCP processes share the port (0: one per core).
 WORKERS_ENV = "MWL_SCP_WORKERS"
 
 
@@ -172,51 +172,61 @@ class OurScp:
 
 
 def scp_workers() -> int:
-    """SCP processes sharing the DICOM port (MWL_SCP_WORKERS, read by the bench only; default 1)."""
+    """SCP processes sharing the DICOM port: the SCP's own ScpWorkers option, passed through from
+    MWL_SCP_WORKERS (default 1 here, whatever the option's default, so that runs compare)."""
+    raw = os.environ.get(WORKERS_ENV, "1")
     try:
-        return max(1, int(os.environ.get(WORKERS_ENV, "1")))
+        count = int(raw)
     except ValueError:
         return 1
+    return count if count > 0 else len(os.sched_getaffinity(0))
 
 
-def start_scp(db: Store, nats_url: str, logs: Path, name: str = "ours") -> OurScp:
-    """One SCP, or MWL_SCP_WORKERS of them on one port (`--share-port`: SO_REUSEPORT)."""
+def start_scp(db: Store, nats_url: str, logs: Path, name: str = "ours", **options: str) -> OurScp:
+    """Our SCP: one process, which starts ScpWorkers - 1 more on its port; ready once every one listens."""
     port, workers = free_port(), scp_workers()
-    command = [sys.executable, "-m", "services.scp", *(["--share-port"] if workers > 1 else [])]
-    services: list[Service] = []
+    log = logs / f"scp-{db.kind}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    env = service_env(
+        MWL_DATABASE_URL=db.url,
+        MWL_NATS_URL=nats_url,
+        MWL_DICOM_PORT=str(port),
+        MWL_BIND_ADDRESS="127.0.0.1",
+        MWL_SCP_HEALTH_PORT=str(free_port()),
+        MWL_DEFAULT_ENCODING="Latin1",
+        MWL_SCP_WORKERS=str(workers),
+        **options,
+    )
+    command = [sys.executable, "-m", "services.scp"]
+    service = Service.start(name, command, port, log, env=env, cwd=ROOT, timeout=120)
     try:
-        for index in range(workers):
-            health = free_port()
-            env = service_env(
-                MWL_DATABASE_URL=db.url,
-                MWL_NATS_URL=nats_url,
-                MWL_DICOM_PORT=str(port),
-                MWL_BIND_ADDRESS="127.0.0.1",
-                MWL_SCP_HEALTH_PORT=str(health),
-                MWL_DEFAULT_ENCODING="Latin1",
-            )
-            log = logs / f"scp-{db.kind}-{index}.log"
-            # Each process is ready when its own health port answers (the DICOM port is shared).
-            ready = port if index == 0 else health
-            services.append(
-                Service.start(
-                    f"{name}-{index}", command, ready, log, env=env, cwd=ROOT, timeout=120, port=port
-                )
-            )
+        _wait_for_workers(log, offset, workers, timeout=120)
     except BaseException:
-        for service in services:
-            service.stop()
+        service.stop()
         raise
-    return OurScp(services, db)
+    return OurScp([service], db)
 
 
-def start_api(db: Store, nats_url: str, logs: Path) -> Service:
+def _wait_for_workers(log: Path, offset: int, workers: int, timeout: float) -> None:
+    """Each SCP process logs "... listening on ..." once its DICOM socket is open (port shared)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, "rb") as text:
+            text.seek(offset)
+            if text.read().count(b"Modality Worklist SCP ") >= workers:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"not all {workers} SCP workers listen after {timeout:.0f} s; see {log}")
+
+
+def start_api(db: Store, nats_url: str, logs: Path, **options: str) -> Service:
     port = free_port()
     env = service_env(
         MWL_DATABASE_URL=db.url,
         MWL_NATS_URL=nats_url,
         MWL_HTTP_PORT=str(port),
         MWL_BIND_ADDRESS="127.0.0.1",
+        **options,
     )
     command = [sys.executable, "-m", "services.api"]
     return Service.start("api", command, port, logs / f"api-{db.kind}.log", env=env, cwd=ROOT, timeout=120)

@@ -322,12 +322,12 @@ def markdown(results: Results) -> str:
         "",
         "## REST API",
         "",
-        "| store | creates | errors | items/s | p50 ms | p95 ms | concurrency |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| store | creates | errors | items/s | p50 ms | p95 ms | concurrency | API + store CPU ms/item |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {r['store']} | {r['items']} | {r['errors']} | {_f(r['items_per_s'], 0)} | "
             f"{_f(r['p50_ms'])} | "
-            f"{_f(r['p95_ms'])} | {r['concurrency']} |"
+            f"{_f(r['p95_ms'])} | {r['concurrency']} | {_f(r.get('server_cpu_ms_per_item', float('nan')))} |"
             for r in results.rest_create
         ],
         "",

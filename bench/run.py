@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import data, gate, load, ours, peers, queries, report, rest
+from bench import data, gate, load, ours, peers, procstat, queries, report, rest
+from bench.processes import Service
 from bench.settings import BenchSettings
 
 logger = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ def _ours(
                 "startup_s": scp.startup_s,
                 "rss_mb": scp_rss,
                 "peak_rss_mb": _peak(scp.pids),
-                "processes": len(scp.services),
+                "processes": len(scp.pids),  # worker 0 and the workers it started
             }
         )
     finally:
@@ -198,6 +200,7 @@ def _rest(results: Results, cfg: BenchSettings, stores: ours.Stores, nats_url: s
                 concurrency=cfg.rest_concurrency,
                 duration=cfg.rest_duration,
                 limit=cfg.rest_items,
+                cpu_seconds=partial(_api_cpu_seconds, api, db),
             )
         finally:
             api.stop()
@@ -209,6 +212,11 @@ def _rest(results: Results, cfg: BenchSettings, stores: ours.Stores, nats_url: s
             created.errors,
         )
         results.rest_create.append(created.as_dict())
+
+
+def _api_cpu_seconds(api: Service, db: ours.Store) -> float:
+    """The API's CPU and its store server's (PostgreSQL's backends write the items)."""
+    return api.cpu_seconds() + procstat.cpu_seconds(db.pids())
 
 
 def run(cfg: BenchSettings) -> Results:

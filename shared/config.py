@@ -80,7 +80,7 @@ class WorklistsSettings(_Section):
     stable_study_memory_hours: float = Field(24.0, ge=0, alias="StableStudyMemory")
     file_settle_seconds: float = Field(2.0, ge=0, alias="FileSettleTime")
     watch_directory: bool = Field(True, alias="WatchDirectory")
-    scp_cache_items: int = Field(20_000, ge=0, alias="ScpCacheItems")
+    scp_cache_items: int = Field(100_000, ge=0, alias="ScpCacheItems")
 
     @property
     def folder_mode(self) -> bool:
@@ -162,6 +162,8 @@ class Settings(_Section):
     max_body_size: int = Field(4 * 1024 * 1024, gt=0, alias="MaxBodySize")
     outbox_poll_interval: float = Field(0.5, gt=0, alias="OutboxPollInterval")
     scp_health_port: int = Field(8043, ge=0, le=65535, alias="ScpHealthPort")
+    # SCP processes sharing DicomPort (services.scp.workers); 0: one per CPU core.
+    scp_workers: int = Field(1, ge=0, le=64, alias="ScpWorkers")
     housekeeper_health_port: int = Field(8044, ge=0, le=65535, alias="HousekeeperHealthPort")
     log_format: Literal["text", "json"] = Field("text", alias="LogFormat")
     log_patient_data: bool = Field(False, alias="LogPatientData")

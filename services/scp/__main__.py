@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from services.scp.server import serve
-from shared.config import ConfigError, load_settings
-from shared.logs import configure_logging
+from services.scp.workers import follow_parent, limit_malloc_arenas
+from shared.startup import load_service_settings
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +22,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bind DicomPort with SO_REUSEPORT, so that several SCP processes (one per core) serve it",
     )
+    # Internal: set by worker 0 on the workers it starts (ScpWorkers), whose lifetime follows its own.
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    configure_logging()
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
+    limit_malloc_arenas()
+    if args.worker_of:
+        follow_parent(args.worker_of)
+    settings = load_service_settings(args.config)
+    if settings is None:
         return 2
-    configure_logging(log_format=settings.log_format, patient_data=settings.log_patient_data)
-    return serve(settings, share_port=args.share_port)
+    return serve(settings, share_port=args.share_port, config=args.config)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,12 @@ from pynetdicom.pdu_primitives import P_DATA
 from services.scp.charsets import with_character_set
 from shared.dicom_json import dicom_json_to_dataset
 
-# Memory the cache may hold (bytes of encoded answers). An answer is ~0.5-1 kB: 64 MB holds every step of
-# ~100,000 items in one shape, or fewer items in several shapes; past it the oldest entries go first.
-DEFAULT_BUDGET = 64 * 1024 * 1024
+# Memory the cache may hold: an answer is ~0.5-1 kB of bytes plus ~200 bytes of key and bookkeeping, so
+# 32 MB hold ~35,000 answers, the ones modalities ask for again and again (today's, per station) several
+# times over; past it the oldest entries go first. (A budget of 64 MB of bytes alone came to ~100 MB.)
+DEFAULT_BUDGET = 32 * 1024 * 1024
+# Bytes an entry costs besides its data: the key tuple and its parts, the dict slot, the bytes header.
+ENTRY_OVERHEAD = 200
 
 AnswerKey = tuple[str, Any, int, Hashable, tuple[str, ...] | None, bool]
 
@@ -57,15 +60,16 @@ class AnswerCache:
         return self._entries.get(key)
 
     def put(self, key: AnswerKey, data: bytes) -> None:
-        if self.budget <= 0 or len(data) > self.budget:
+        cost = len(data) + ENTRY_OVERHEAD
+        if self.budget <= 0 or cost > self.budget:
             return
         with self._lock:
             if key in self._entries:
                 return
-            while self.size + len(data) > self.budget and self._entries:
-                self.size -= len(self._entries.popitem(last=False)[1])
+            while self.size + cost > self.budget and self._entries:
+                self.size -= len(self._entries.popitem(last=False)[1]) + ENTRY_OVERHEAD
             self._entries[key] = data
-            self.size += len(data)
+            self.size += cost
 
 
 def encode_answer(response: dict[str, Any], terms: list[str] | None, implicit: bool) -> bytes | None:

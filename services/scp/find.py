@@ -13,9 +13,9 @@ from pydicom.multival import MultiValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.scp.answers import AnswerCache, encode_answer
-from services.scp.cache import ItemCache
+from services.scp.cache import BATCH, ItemCache
 from services.scp.charsets import decode_query, with_character_set
-from services.scp.lookup import ItemStore, Version
+from services.scp.lookup import Candidate, ItemStore, Version
 from shared.dicom_json import TagsError, dicom_json_to_dataset
 from shared.matching import (
     CompiledQuery,
@@ -153,8 +153,9 @@ class WorklistFinder:
             station = calling_aet.strip(" ")
             query = dataclasses.replace(query, station_aet=station)
         make = self._datasets(query, terms) if implicit is None else self._encoded(query, terms, implicit)
+        shortcut = self._shortcut(query, terms, implicit, station)
         try:
-            yield from self._answers(query, station, is_cancelled, outcome, make)
+            yield from self._answers(query, station, is_cancelled, outcome, make, shortcut)
         except SQLAlchemyError as exc:
             logger.error(
                 "C-FIND from %s failed: worklist store unavailable (%s)", calling_aet, type(exc).__name__
@@ -173,30 +174,102 @@ class WorklistFinder:
         is_cancelled: Callable[[], bool],
         outcome: FindOutcome,
         make: AnswerMaker,
+        shortcut: Shortcut | None,
     ) -> Iterator[Response]:
         pending = PENDING_UNSUPPORTED_KEYS if query.unsupported else PENDING
         limit = self.options.limit_answers
         candidates = self.store.candidates(query)
         outcome.candidates = len(candidates)
-        for item_id, version, item in self.cache.entries(candidates):
+        for answers in self._per_item(candidates, query, station, make, shortcut):
             if is_cancelled():
                 outcome.status = CANCEL
                 yield CANCEL, None
                 return
-            for index in matching_steps(query, item):
-                if station is not None and station not in _stations(_steps(item)[index]):
-                    continue  # FilterIssuerAet: only the steps scheduled on the calling station
+            for answer in answers:
                 if limit and outcome.answers >= limit:
                     outcome.status = OUT_OF_RESOURCES
                     yield failure(OUT_OF_RESOURCES, f"LimitAnswers {limit} reached: list cut"), None
                     return
-                answer = make(item_id, version, item, index)
                 if answer is not None:
                     outcome.answers += 1
                     yield pending, answer
         if is_cancelled():  # a cancel that arrived after the last answer still deserves its FE00
             outcome.status = CANCEL
             yield CANCEL, None
+
+    def _per_item(
+        self,
+        candidates: list[Candidate],
+        query: CompiledQuery,
+        station: str | None,
+        make: AnswerMaker,
+        shortcut: Shortcut | None,
+    ) -> Iterator[Iterator[Dataset | bytes | None]]:
+        """Each candidate's answers, lazily, in the candidates' order: from the answer cache alone when
+        `shortcut` has them all, else by matching the item (restored from the item cache or the store)."""
+        for start in range(0, len(candidates), BATCH):
+            batch = candidates[start : start + BATCH]
+            ready: dict[str, list[bytes]] = {}
+            if shortcut is not None:
+                for candidate in batch:
+                    found = shortcut(candidate.item_id, candidate.version)
+                    if found is not None:
+                        ready[candidate.item_id] = found
+            rest = [candidate for candidate in batch if candidate.item_id not in ready]
+            # Restored one at a time, in order, as the answers go out: a batch of restored items kept alive
+            # together would survive the garbage collector's young generation and make it scan them again.
+            entries = self.cache.entries(rest)
+            entry = next(entries, None)
+            for candidate in batch:
+                item_id = candidate.item_id
+                if item_id in ready:
+                    yield iter(ready[item_id])
+                elif entry is not None and entry[0] == item_id:  # else deleted meanwhile: skipped
+                    _, version, item = entry
+                    entry = None  # the item's only reference is the generator below
+                    yield self._matched(query, station, make, item_id, version, item)
+                    entry = next(entries, None)
+
+    @staticmethod
+    def _matched(
+        query: CompiledQuery,
+        station: str | None,
+        make: AnswerMaker,
+        item_id: str,
+        version: Version,
+        item: dict[str, Any],
+    ) -> Iterator[Dataset | bytes | None]:
+        for index in matching_steps(query, item):
+            if station is not None and station not in _stations(_steps(item)[index]):
+                continue  # FilterIssuerAet: only the steps scheduled on the calling station
+            yield make(item_id, version, item, index)
+
+    def _shortcut(
+        self, query: CompiledQuery, terms: list[str] | None, implicit: bool | None, station: str | None
+    ) -> Shortcut | None:
+        """For a query that constrains nothing (a universal one), every step of every candidate matches: an
+        item whose answers are all in the answer cache need not be restored and matched at all."""
+        if implicit is None or station is not None or query.top.predicates or query.sps is not None:
+            return None
+        shape = response_shape(query)
+        if shape is None:
+            return None
+        charset = tuple(terms) if terms is not None else None
+        answers, cache = self.answers, self.cache
+
+        def lookup(item_id: str, version: Version) -> list[bytes] | None:
+            steps = cache.steps(item_id, version)
+            if not steps:  # not cached at this version (or without steps): the item decides
+                return None
+            found: list[bytes] = []
+            for index in range(steps):
+                data = answers.get((item_id, version, index, shape, charset, implicit))
+                if data is None:
+                    return None
+                found.append(data)
+            return found
+
+        return lookup
 
     def _datasets(self, query: CompiledQuery, terms: list[str] | None) -> AnswerMaker:
         def make(item_id: str, version: Version, item: dict[str, Any], index: int) -> Dataset | None:
@@ -232,6 +305,8 @@ class WorklistFinder:
 
 
 AnswerMaker = Callable[[str, Version, dict[str, Any], int], Dataset | bytes | None]
+# An item's every answer from the answer cache alone, or None (WorklistFinder._shortcut).
+Shortcut = Callable[[str, Version], list[bytes] | None]
 
 
 def _steps(item: dict[str, Any]) -> list[dict[str, Any]]:

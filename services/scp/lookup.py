@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Select, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, bindparam, func, literal_column, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from shared.match_values import fold_pn
@@ -17,6 +19,7 @@ from shared.models import MULTI_STATION_PATTERN_PG, ScheduledStep, WorklistItem
 
 # Items fetched per round trip when candidates are not cached (keeps IN lists well under driver limits).
 LOAD_BATCH = 500
+T = TypeVar("T")
 Version = Any  # the item's updated_at as the database returns it: compared for equality only
 
 
@@ -30,9 +33,16 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class LoadedItem:
+    """An item as stored: its DICOM JSON text, parsed only where a query needs it."""
+
     item_id: str
     version: Version
-    dataset: dict[str, Any]
+    text: str
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
 
 
 def escape_like(literal: str, escape: str = "\\") -> str:
@@ -45,12 +55,18 @@ def escape_glob(literal: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in literal)
 
 
-def _prefix(column: InstrumentedAttribute[str], prefix: str, dialect: str) -> ColumnElement[bool]:
+def _prefix(column: InstrumentedAttribute[str], dialect: str) -> ColumnElement[bool]:
     if dialect == "sqlite":
         # SQLite's LIKE ignores ASCII case and cannot use the index; GLOB is case-sensitive and can. The
         # column holds folded names, so a case-sensitive prefix test on the folded prefix is exact.
-        return column.op("GLOB")(escape_glob(prefix) + "*")
-    return column.like(escape_like(prefix) + "%", escape="\\")
+        return column.op("GLOB")(bindparam("name_prefix"))
+    return column.like(bindparam("name_prefix"), escape="\\")
+
+
+def _prefix_pattern(prefix: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        return escape_glob(prefix) + "*"
+    return escape_like(prefix) + "%"
 
 
 def _multi_station(dialect: str) -> ColumnElement[bool]:
@@ -66,79 +82,138 @@ def _multi_station(dialect: str) -> ColumnElement[bool]:
     return column.contains("\\", autoescape=True)
 
 
-def narrowing(query: CompiledQuery, dialect: str) -> list[ColumnElement[bool]]:
-    """SQL conditions on one scheduled_steps row from the query's hints: a superset of the true matches.
+# Exact hints: (CompiledQuery attribute, scheduled_steps column), each compared with a bound parameter of
+# the attribute's name.
+_EXACT = (
+    ("modality", ScheduledStep.modality),
+    ("patient_id", ScheduledStep.patient_id),
+    ("accession_number", ScheduledStep.accession_number),
+    ("requested_procedure_id", ScheduledStep.requested_procedure_id),
+    ("sps_id", ScheduledStep.sps_id),
+)
+
+
+def narrowing_parameters(query: CompiledQuery, dialect: str) -> dict[str, Any]:
+    """The query's narrowing hints as bound parameters; which ones are present picks the statement."""
+    params: dict[str, Any] = {
+        name: getattr(query, name) for name, _ in _EXACT if getattr(query, name) is not None
+    }
+    if query.station_aet is not None:
+        params["station_aet"] = query.station_aet
+    if query.study_instance_uids is not None:
+        params["study_instance_uids"] = list(query.study_instance_uids)
+    if query.start_range is not None:
+        low, high = query.start_range
+        # "" is an SPS without a start date, which never matches a date constraint: "0" leaves it out.
+        params["start_low"], params["start_high"] = low or "0", high
+    if query.patient_name_prefix:
+        # Folded with the very function that computed the column (folding is idempotent, so a hint that
+        # arrives folded already is unchanged): whatever the matching module hands us, the test is exact.
+        params["name_prefix"] = _prefix_pattern(fold_pn(query.patient_name_prefix), dialect)
+    return params
+
+
+def narrowing(hints: frozenset[str], dialect: str) -> list[ColumnElement[bool]]:
+    """SQL conditions on one scheduled_steps row for these hints: a superset of the true matches.
 
     All conditions apply to the same row, i.e. to one Scheduled Procedure Step, as the matching does
     (K.2.2.1: the SPS keys of a query match within one step); item-level keys are copied onto each row.
     """
     s = ScheduledStep
-    exact: list[tuple[InstrumentedAttribute[str], str | None]] = [
-        (s.modality, query.modality),
-        (s.patient_id, query.patient_id),
-        (s.accession_number, query.accession_number),
-        (s.requested_procedure_id, query.requested_procedure_id),
-        (s.sps_id, query.sps_id),
+    conditions: list[ColumnElement[bool]] = [
+        column == bindparam(name) for name, column in _EXACT if name in hints
     ]
-    conditions: list[ColumnElement[bool]] = [column == value for column, value in exact if value is not None]
-    if query.station_aet is not None:
+    if "station_aet" in hints:
         # ScheduledStationAETitle is 1-n: the index holds several AE titles joined with a backslash, and
         # such a step is always a candidate (exact matching then tests each of its values).
-        conditions.append(or_(s.station_aet == query.station_aet, _multi_station(dialect)))
-    if query.study_instance_uids is not None:
-        conditions.append(s.study_instance_uid.in_(query.study_instance_uids))
-    if query.start_range is not None:
-        low, high = query.start_range
-        # "" is an SPS without a start date, which never matches a date constraint: "0" leaves it out.
-        conditions.append(s.start_datetime.between(low or "0", high))
-    if query.patient_name_prefix:
-        # Folded with the very function that computed the column (folding is idempotent, so a hint that
-        # arrives folded already is unchanged): whatever the matching module hands us, the test is exact.
-        conditions.append(_prefix(s.patient_name_key, fold_pn(query.patient_name_prefix), dialect))
+        conditions.append(or_(s.station_aet == bindparam("station_aet"), _multi_station(dialect)))
+    if "study_instance_uids" in hints:
+        conditions.append(s.study_instance_uid.in_(bindparam("study_instance_uids", expanding=True)))
+    if "start_low" in hints:
+        conditions.append(s.start_datetime.between(bindparam("start_low"), bindparam("start_high")))
+    if "name_prefix" in hints:
+        conditions.append(_prefix(s.patient_name_key, dialect))
     return conditions
 
 
-def candidates_statement(query: CompiledQuery, dialect: str) -> Select[str, datetime]:
-    """The narrowing query: ids and versions of the items with a step passing it, earliest scheduled first."""
+@functools.lru_cache(maxsize=256)
+def _statement(hints: frozenset[str], dialect: str) -> Select[str, datetime]:
+    """One statement object per combination of hints: SQLAlchemy then builds it and computes its cache key
+    once, not for every C-FIND (a few hundred microseconds of CPU each time)."""
     s, i = ScheduledStep, WorklistItem
     return (
         select(s.item_id, i.updated_at)
         .join(i, i.id == s.item_id)
-        .where(*narrowing(query, dialect))
+        .where(*narrowing(hints, dialect))
         .group_by(s.item_id, i.updated_at)
         .order_by(func.min(s.start_datetime), s.item_id)
     )
 
 
+def candidates_query(query: CompiledQuery, dialect: str) -> tuple[Select[str, datetime], dict[str, Any]]:
+    """The narrowing query (ids and versions of the items with a step passing it, earliest scheduled
+    first) and its parameters."""
+    params = narrowing_parameters(query, dialect)
+    return _statement(frozenset(params), dialect), params
+
+
+def candidates_statement(query: CompiledQuery, dialect: str) -> Select[str, datetime]:
+    """The narrowing query with its parameters bound (to look at, e.g. EXPLAIN it)."""
+    statement, params = candidates_query(query, dialect)
+    return statement.params(params)
+
+
 class ItemStore:
-    """The synchronous, read-only store access of the SCP (called from association threads)."""
+    """The synchronous, read-only store access of the SCP (called from association threads).
+
+    The engine checks connections out without a ping (a round trip per C-FIND); a pooled connection the
+    store has closed meanwhile (restart, failover, idle timeout) fails its statement instead, SQLAlchemy then
+    discards every connection older than it, and the read is retried once on a fresh one.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
 
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self.engine.connect() as connection:
+            return work(connection)
+
     def candidates(self, query: CompiledQuery) -> list[Candidate]:
         """Items with at least one step passing the narrowing, earliest scheduled first."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(candidates_statement(query, self.dialect))
-            return [Candidate(row[0], row[1]) for row in rows]
+        statement, params = candidates_query(query, self.dialect)
+
+        def read(connection: Connection) -> list[Candidate]:
+            return [Candidate(row[0], row[1]) for row in connection.execute(statement, params)]
+
+        return self._read(read)
 
     def load(self, item_ids: Sequence[str]) -> list[LoadedItem]:
         """The current version of each item that still exists (deleted ones are simply absent)."""
-        loaded: list[LoadedItem] = []
-        with self.engine.connect() as connection:
+
+        def read(connection: Connection) -> list[LoadedItem]:
+            loaded: list[LoadedItem] = []
             for start in range(0, len(item_ids), LOAD_BATCH):
                 chunk = item_ids[start : start + LOAD_BATCH]
                 statement = select(WorklistItem.id, WorklistItem.updated_at, WorklistItem.dataset).where(
                     WorklistItem.id.in_(chunk)
                 )
-                loaded.extend(
-                    LoadedItem(row[0], row[1], json.loads(row[2])) for row in connection.execute(statement)
-                )
-        return loaded
+                loaded.extend(LoadedItem(row[0], row[1], row[2]) for row in connection.execute(statement))
+            return loaded
+
+        return self._read(read)
 
     def versions(self) -> dict[str, Version]:
         """Every item's id and version: what a resync compares the cache with."""
-        with self.engine.connect() as connection:
+
+        def read(connection: Connection) -> dict[str, Version]:
             rows = connection.execute(select(WorklistItem.id, WorklistItem.updated_at))
             return {row[0]: row[1] for row in rows}
+
+        return self._read(read)

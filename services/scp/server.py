@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import threading
+from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -23,6 +24,7 @@ from services.scp.handlers import bind
 from services.scp.listener import CacheListener
 from services.scp.lookup import ItemStore
 from services.scp.policy import AccessPolicy, Resolver, resolve_host
+from services.scp.workers import Workers, worker_count
 from shared import tls
 from shared.config import ConfigError, Settings
 from shared.db import create_sync_engine, is_sqlite
@@ -41,6 +43,8 @@ MAX_ASSOCIATIONS = 32
 NETWORK_TIMEOUT = 60
 DIMSE_TIMEOUT = 30
 STORE_TIMEOUT_MS = 15_000
+# Seconds between checks that every worker process still runs.
+WORKER_CHECK_INTERVAL = 1.0
 
 
 class StoreNotReady(RuntimeError):
@@ -52,6 +56,9 @@ def create_engine(database_url: str) -> Engine:
     # The SCP only reads, one statement per connection use: AUTOCOMMIT spares the BEGIN and the ROLLBACK
     # (two round trips to PostgreSQL, each a few hundred microseconds of CPU) around every query.
     options: dict[str, Any] = {
+        # No ping at each checkout (a round trip per C-FIND): ItemStore retries a read whose pooled
+        # connection turns out closed, once, on a fresh connection.
+        "pool_pre_ping": False,
         "pool_size": 8,
         "max_overflow": 24,
         "pool_timeout": 10,
@@ -109,10 +116,17 @@ def create_ae(settings: Settings) -> AE:
     return ae
 
 
+LISTEN_BACKLOG = 512
+
+
 class AssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server without its forced garbage collections, optionally on a shared port."""
 
     share_port = False
+    # socketserver's default is 5: 32 modalities connecting at once overflowed it, and the kernel then drops
+    # connections that the modality retries only 1, 3, 7 s later (seen as multi-second C-FIND latencies, and
+    # as association timeouts at 48). The kernel caps it at net.core.somaxconn.
+    request_queue_size = LISTEN_BACKLOG
 
     def server_bind(self) -> None:
         if self.share_port and self.socket is not None:
@@ -285,13 +299,17 @@ def start(settings: Settings, **options: Any) -> ScpServer:
     return ScpServer(settings, **options).start()
 
 
-def serve(settings: Settings, *, share_port: bool = False) -> int:
-    """Run until SIGINT or SIGTERM; the exit status for the process."""
+def serve(settings: Settings, *, share_port: bool = False, config: Path | None = None) -> int:
+    """Run until SIGINT or SIGTERM (or until a worker dies); the exit status for the process.
+
+    With ScpWorkers above 1 this process is worker 0 and starts the others (services.scp.workers).
+    """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    count = worker_count(settings.scp_workers)
     try:
-        server = start(settings, share_port=share_port)
+        server = start(settings, share_port=share_port or count > 1)
     except ConfigError as exc:  # a DicomTls* file that cannot be used
         logger.error("%s", exc)
         return 2
@@ -301,7 +319,20 @@ def serve(settings: Settings, *, share_port: bool = False) -> int:
     except OSError as exc:
         logger.error("%s", exc.strerror)  # says which port: DICOM or health
         return 1
-    stop.wait()
-    logger.info("stopping the Modality Worklist SCP")
-    server.stop()
-    return 0
+    workers = Workers(count, config)
+    status = 0
+    try:
+        workers.start()
+        while not stop.wait(WORKER_CHECK_INTERVAL):
+            ended = workers.exited()
+            if ended is not None:
+                logger.error(
+                    "SCP worker %d exited with status %s: stopping the others", ended.pid, ended.returncode
+                )
+                status = 1
+                break
+    finally:
+        logger.info("stopping the Modality Worklist SCP")
+        workers.stop()
+        server.stop()
+    return status

@@ -255,9 +255,12 @@ class FuzzSession:
 
     def _run_command(self, client: rd.RawClient, case: Case) -> str:
         """A mangled command set, then a normal query: the mangled one may be answered, ignored or abort."""
-        client.send(rd.message(case.context, case.command or b"", case.identifier, client.peer_max_pdu))
         normal_id = self._next_id()
-        client.send(rd.message(IMPLICIT, rd.c_find_rq(normal_id), self.normal, client.peer_max_pdu))
+        mangled = rd.message(case.context, case.command or b"", case.identifier, client.peer_max_pdu)
+        normal = rd.message(IMPLICIT, rd.c_find_rq(normal_id), self.normal, client.peer_max_pdu)
+        if not _send(client, (mangled, normal)):  # the SCP aborted and closed before the normal query left
+            self._drop()
+            return "command-closed"
         result = client.responses(normal_id)
         if result.ended is not None:
             self._drop()

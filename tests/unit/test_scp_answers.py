@@ -13,7 +13,8 @@ import pytest
 from pydicom import Dataset
 from pynetdicom.dsutils import decode, encode
 
-from services.scp.answers import AnswerCache, ResponseWriter, pending_command
+from services.scp import cache as cache_module
+from services.scp.answers import ENTRY_OVERHEAD, AnswerCache, ResponseWriter, pending_command
 from services.scp.cache import ItemCache
 from services.scp.find import FindOptions, FindOutcome, WorklistFinder
 from services.scp.lookup import ItemStore
@@ -99,6 +100,35 @@ def test_cache_stays_within_its_budget() -> None:
     finder, _ = make_finder(ITEMS, cache)
     answers(finder, charset_query(None), True)
     assert 0 < cache.size <= 1500
+
+
+def test_a_repeated_universal_query_is_answered_without_restoring_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    finder, store = make_finder(ITEMS, AnswerCache())
+    first = answers(finder, charset_query(None), True)
+    restored: list[bytes] = []
+    original = cache_module._unpack
+    monkeypatch.setattr(cache_module, "_unpack", lambda blob: restored.append(blob) or original(blob))
+    again = answers(finder, charset_query(None), True)
+    assert again == first and len(first) == 5
+    assert restored == []  # every answer came from the answer cache: no item restored nor matched
+    assert len(answers(finder, charset_query(None, PatientID="P2"), True)) == 2
+    assert len(restored) == len(ITEMS)  # a constraining query still matches each candidate itself
+    store.items["id1"] = worklist(name="Changed^Name", patient_id="P2")
+    store.version = 2  # every item changes version: no cached answer may serve it
+    changed = answers(finder, charset_query(None), True)
+    assert len(changed) == 4 and changed != first[: len(changed)]
+
+
+def test_the_budget_counts_each_entrys_bookkeeping_not_only_its_bytes() -> None:
+    # Small answers must not let the cache hold far more memory than its budget says.
+    cache = AnswerCache(budget=10 * (100 + ENTRY_OVERHEAD))
+    for n in range(20):
+        cache.put((f"id{n}", 1, 0, (), None, True), b"x" * 100)
+    assert len(cache) == 10
+    assert cache.get(("id19", 1, 0, (), None, True)) is not None  # the oldest went first
+    assert cache.get(("id0", 1, 0, (), None, True)) is None
 
 
 def test_match_item_is_one_response_per_matching_step() -> None:

@@ -6,6 +6,7 @@ the real store are covered by tests/integration/test_scp_*.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class FakeStore:
 
     def load(self, item_ids: Sequence[str]) -> list[LoadedItem]:
         self.loads.append(len(item_ids))
-        return [LoadedItem(key, self.version, self.items[key]) for key in item_ids if key in self.items]
+        found = [key for key in item_ids if key in self.items]
+        return [LoadedItem(key, self.version, json.dumps(self.items[key])) for key in found]
 
 
 def finder(items: Sequence[dict[str, Any]], fail: Exception | None = None, **options: Any) -> WorklistFinder:
