@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, as when debugging).
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint migrate bench soak clean
@@ -25,7 +27,7 @@ migrate: $(STAMP) ## Bring the store (MWL_DATABASE_URL or ./data/worklists.db) t
 	$(BIN)/python -m shared.migrate $(if $(CONFIG),--config $(CONFIG))
 
 test: $(STAMP) ## Run the whole test suite (unit + integration with real PostgreSQL, NATS, DCMTK)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy --strict over services/ and shared/
 	$(BIN)/ruff check services shared scripts tests
