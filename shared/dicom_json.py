@@ -65,6 +65,14 @@ def dataset_from_tags(tags: object) -> Dataset:
 
 def _dataset(tags: dict[Any, Any], prefix: str, depth: int) -> Dataset:
     ds = Dataset()
+    for tag, vr, value, field in tag_entries(tags, prefix):
+        ds.add(_element(tag, vr, value, field, depth))
+    return ds
+
+
+def tag_entries(tags: dict[Any, Any], prefix: str) -> Iterator[tuple[int, str, object, str]]:
+    """Each entry of a Tags object as (tag, VR, value, field name for errors); TagsError for a key that names
+    no storable tag or a tag given twice (by keyword and by number, say)."""
     seen: dict[int, str] = {}
     for key, value in tags.items():
         field = f"{prefix}{key}"
@@ -72,8 +80,7 @@ def _dataset(tags: dict[Any, Any], prefix: str, depth: int) -> Dataset:
         if tag in seen:
             raise TagsError(field, f"is the same tag as {seen[tag]!r}, given twice")
         seen[tag] = str(key)
-        ds.add(_element(tag, vr, value, field, depth))
-    return ds
+        yield tag, vr, value, field
 
 
 def resolve_key(key: object, field: str) -> tuple[int, str]:

@@ -185,24 +185,46 @@ async def replace_item(
     return _stored(row)
 
 
+async def lock_items(session: AsyncSession, item_ids: Sequence[str]) -> list[StoredItem]:
+    """The items still there among `item_ids`, locked for deletion in id order (as every deleter locks
+    them, so two deleters of the same items wait for each other instead of deadlocking)."""
+    rows = await session.scalars(
+        select(WorklistItem).where(WorklistItem.id.in_(item_ids)).order_by(WorklistItem.id).with_for_update()
+    )
+    return [_stored(row) for row in rows.all()]
+
+
+async def remove_items(session: AsyncSession, items: Sequence[StoredItem], *, reason: str) -> set[str]:
+    """Delete the items (read by `lock_items` or `get_item`) with one worklist.deleted each; returns the ids
+    this transaction deleted. One deleted meanwhile by someone else gets no second event: SQLite has no row
+    locks, so RETURNING, not the earlier read, says which rows were still there."""
+    ids = [item.id for item in items]
+    if not ids:
+        return set()
+    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id.in_(ids)))
+    gone = set(
+        (
+            await session.execute(
+                delete(WorklistItem).where(WorklistItem.id.in_(ids)).returning(WorklistItem.id),
+                execution_options={"synchronize_session": False},
+            )
+        ).scalars()
+    )
+    for item in items:
+        if item.id in gone:
+            event = worklist_event(
+                WORKLIST_DELETED, item.id, summary(item.dataset), source=item.source, reason=reason
+            )
+            enqueue(session, event)
+    return gone
+
+
 async def remove_item(session: AsyncSession, item_id: str, *, reason: str) -> StoredItem:
     """Delete the item; raises WorklistNotFound when it is already gone (callers may count that a success)."""
-    row = await session.get(WorklistItem, item_id, with_for_update=True)
-    if row is None:
+    locked = await lock_items(session, [item_id])
+    if not locked or not await remove_items(session, locked, reason=reason):
         raise WorklistNotFound(item_id)
-    stored = _stored(row)
-    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id == item_id))
-    deleted = await session.execute(delete(WorklistItem).where(WorklistItem.id == item_id))
-    if not getattr(deleted, "rowcount", 1):
-        # SQLite has no row locks: a concurrent deleter committed between our read and our delete.
-        raise WorklistNotFound(item_id)
-    enqueue(
-        session,
-        worklist_event(
-            WORKLIST_DELETED, item_id, summary(stored.dataset), source=stored.source, reason=reason
-        ),
-    )
-    return stored
+    return locked[0]
 
 
 async def get_item(session: AsyncSession, item_id: str) -> StoredItem:

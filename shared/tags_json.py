@@ -18,8 +18,8 @@ from shared.dicom_json import (
     dicom_json_dict,
     json_type,
     parse_values,
-    resolve_key,
     sequence_items,
+    tag_entries,
     worklist_warnings,
 )
 
@@ -61,13 +61,7 @@ def dicom_json_from_tags(tags: object) -> dict[str, Any]:
 
 def _dataset(tags: dict[Any, Any], prefix: str, depth: int) -> dict[str, Any]:
     document: dict[str, Any] = {}
-    seen: dict[int, str] = {}
-    for key, value in tags.items():
-        field = f"{prefix}{key}"
-        tag, vr = resolve_key(key, field)
-        if tag in seen:
-            raise TagsError(field, f"is the same tag as {seen[tag]!r}, given twice")
-        seen[tag] = str(key)
+    for tag, vr, value, field in tag_entries(tags, prefix):
         document[f"{tag:08X}"] = _element(tag, vr, value, field, depth)
     return dict(sorted(document.items()))
 

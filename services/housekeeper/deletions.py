@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -15,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import folder, retention, store
 from shared.config import WorklistsSettings
-from shared.events import REASON_EXPIRED, REASON_STUDY_STABLE, WORKLIST_DELETED, worklist_event
-from shared.indexing import summary
-from shared.models import SOURCE_REST, ScheduledStep, StableStudy, WorklistItem
+from shared.events import REASON_EXPIRED, REASON_STUDY_STABLE
+from shared.models import SOURCE_REST, StableStudy, WorklistItem
 from shared.store import utc
 
 logger = logging.getLogger(__name__)
@@ -45,48 +43,20 @@ async def delete_items(
 async def _delete_batch(
     session: AsyncSession, worklists: WorklistsSettings, ids: list[str], reason: str
 ) -> int:
-    # Locked in id order, as every deleter locks them: a concurrent second deletion waits, then finds the rows
-    # gone and writes no event. (SQLite has no row locks; its writers are serialised, and RETURNING below
-    # says which rows this transaction deleted.)
-    rows = (
-        await session.execute(
-            select(WorklistItem.id, WorklistItem.source, WorklistItem.source_path, WorklistItem.dataset)
-            .where(WorklistItem.id.in_(ids))
-            .order_by(WorklistItem.id)
-            .with_for_update()
-        )
-    ).all()
-    kept: dict[str, tuple[str, str]] = {}
-    for item_id, source, source_path, dataset in rows:
-        if source_path is not None and worklists.directory is not None:
+    kept = []
+    for item in await store.lock_items(session, ids):
+        if item.source_path is not None and worklists.directory is not None:
             # The file goes first (else the folder sync would bring the item back); if it cannot be
             # removed, the item stays and nothing is written for it.
             try:
-                await asyncio.to_thread(folder.remove_file, worklists.directory / source_path)
+                await asyncio.to_thread(folder.remove_file, worklists.directory / item.source_path)
             except OSError as exc:
                 logger.error(
-                    "cannot remove the file of worklist %s (%s); the item stays", item_id, exc.strerror
+                    "cannot remove the file of worklist %s (%s); the item stays", item.id, exc.strerror
                 )
                 continue
-        kept[item_id] = (source, dataset)
-    if not kept:
-        return 0
-    await session.execute(delete(ScheduledStep).where(ScheduledStep.item_id.in_(kept)))
-    gone = set(
-        (
-            await session.execute(
-                delete(WorklistItem).where(WorklistItem.id.in_(kept)).returning(WorklistItem.id),
-                execution_options={"synchronize_session": False},
-            )
-        ).scalars()
-    )
-    for item_id, (source, dataset) in kept.items():
-        if item_id in gone:
-            event = worklist_event(
-                WORKLIST_DELETED, item_id, summary(json.loads(dataset)), source=source, reason=reason
-            )
-            store.enqueue(session, event)
-    return len(gone)
+        kept.append(item)
+    return len(await store.remove_items(session, kept, reason=reason))
 
 
 async def on_study_stable(
