@@ -1,1 +1,1 @@
-"""The Modality Worklist C-FIND SCP service (pynetdicom)."""
+"""The Modality Worklist C-FIND SCP service: its own association acceptor on pynetdicom's codecs."""

@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.multival import MultiValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.scp.answers import AnswerCache, encode_answer
 from services.scp.cache import BATCH, ItemCache
-from services.scp.charsets import decode_query, with_character_set
+from services.scp.charsets import with_character_set
 from services.scp.lookup import Candidate, ItemStore, Version
-from shared.dicom_json import TagsError, dicom_json_to_dataset
-from shared.matching import (
-    CompiledQuery,
-    InvalidIdentifier,
-    MatchOptions,
-    compile_query,
-    matching_steps,
-    response,
-    response_shape,
+from services.scp.prepared import (
+    Prepared,
+    PreparedQueries,
+    PreparedQuery,
+    StepMemo,
+    Unanswerable,
+    prepare,
+    prepare_encoded,
 )
+from shared.dicom_json import TagsError, dicom_json_to_dataset
+from shared.matching import CompiledQuery, MatchOptions, matching_steps, response
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ STORE_UNAVAILABLE = 0xC001
 INTERNAL_ERROR = 0xC002
 NOT_ALLOWED = 0xC003
 
-_SPS, _STATION = 0x00400100, 0x00400001
 _SPS_KEY, _STATION_KEY = "00400100", "00400001"
 
 Status = int | Dataset
@@ -81,19 +80,6 @@ class FindOutcome:
     candidates: int = 0
 
 
-def issuer_filter_applies(identifier: Dataset) -> bool:
-    """FilterIssuerAet applies when ScheduledStationAETitle is absent, empty or only `*` (universal)."""
-    sequence = identifier.get(_SPS)
-    if sequence is None or sequence.VR != "SQ" or not sequence.value:
-        return True
-    step = sequence.value[0]
-    if _STATION not in step:
-        return True
-    value = step[_STATION].value
-    values = list(value) if isinstance(value, list | MultiValue) else [value]
-    return all(str(v or "").strip(" ").strip("*") == "" for v in values)
-
-
 def steps_at_station(item: dict[str, Any], station: str) -> dict[str, Any] | None:
     """The item with only its steps scheduled on `station` (None when it has none)."""
     element = item.get(_SPS_KEY) or {}
@@ -110,15 +96,25 @@ def _stations(step: dict[str, Any]) -> set[str]:
 
 
 class WorklistFinder:
-    """The C-FIND logic behind the pynetdicom handler; thread-safe, holds no per-query state."""
+    """The C-FIND logic behind the handler; thread-safe, holds no per-query state.
+
+    Its only caches are shared and bounded: items (ItemCache), encoded answers (AnswerCache) and the
+    prepared queries of the identifiers received as bytes (PreparedQueries).
+    """
 
     def __init__(
-        self, store: ItemStore, cache: ItemCache, options: FindOptions, answers: AnswerCache | None = None
+        self,
+        store: ItemStore,
+        cache: ItemCache,
+        options: FindOptions,
+        answers: AnswerCache | None = None,
+        prepared: PreparedQueries | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.options = options
         self.answers = answers if answers is not None else AnswerCache()
+        self.prepared = prepared if prepared is not None else PreparedQueries()
 
     def find(
         self,
@@ -132,30 +128,61 @@ class WorklistFinder:
 
         With `implicit` set, pending answers are the identifier's bytes in implicit (True) or explicit
         (False) VR little endian, from the answer cache when the same answer was encoded before.
+        The identifier is decoded in place (its SpecificCharacterSet removed) and not cached.
         """
-        try:
-            terms = decode_query(identifier, self.options.default_character_set)
-            query = compile_query(identifier, self.options.match)
-        except InvalidIdentifier as exc:
+        prepared = prepare(identifier, self.options.default_character_set, self.options.match)
+        yield from self._run(prepared, calling_aet, is_cancelled, outcome, implicit)
+
+    def find_encoded(
+        self,
+        identifier: bytes,
+        implicit: bool,
+        calling_aet: str,
+        is_cancelled: Callable[[], bool],
+        outcome: FindOutcome,
+    ) -> Iterator[Response]:
+        """As find(identifier decoded, ..., implicit=implicit), from the identifier's bytes in implicit
+        (True) or explicit (False) VR little endian, the transfer syntax the answers are encoded in.
+
+        Each distinct identifier is decoded and compiled once (PreparedQueries), failures included.
+        """
+        options = self.options
+        data = bytes(identifier)  # hashable even when handed a bytearray or memoryview
+
+        def make() -> Prepared:
+            return prepare_encoded(data, implicit, options.default_character_set, options.match)
+
+        prepared = self.prepared.get(data, implicit, make)
+        yield from self._run(prepared, calling_aet, is_cancelled, outcome, implicit)
+
+    def _run(
+        self,
+        prepared: Prepared,
+        calling_aet: str,
+        is_cancelled: Callable[[], bool],
+        outcome: FindOutcome,
+        implicit: bool | None,
+    ) -> Iterator[Response]:
+        if isinstance(prepared, Unanswerable):
+            if prepared.error is not None:
+                # The exception's text may quote the identifier's values (patient data): its type only.
+                logger.warning(
+                    "C-FIND identifier from %s cannot be decoded (%s)", calling_aet, prepared.error
+                )
             outcome.status = IDENTIFIER_DOES_NOT_MATCH
-            yield failure(IDENTIFIER_DOES_NOT_MATCH, exc.comment, exc.offending), None
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, prepared.comment, list(prepared.offending)), None
             return
-        except Exception as exc:
-            # The exception's text may quote the identifier's values (patient data): name its type only.
-            logger.warning(
-                "C-FIND identifier from %s cannot be decoded (%s)", calling_aet, type(exc).__name__
-            )
-            outcome.status = IDENTIFIER_DOES_NOT_MATCH
-            yield failure(IDENTIFIER_DOES_NOT_MATCH, "Identifier cannot be decoded"), None
-            return
-        station = None
-        if self.options.filter_issuer_aet and issuer_filter_applies(identifier):
+        query, station = prepared.query, None
+        if self.options.filter_issuer_aet and prepared.station_open:
             station = calling_aet.strip(" ")
             query = dataclasses.replace(query, station_aet=station)
-        make = self._datasets(query, terms) if implicit is None else self._encoded(query, terms, implicit)
-        shortcut = self._shortcut(query, terms, implicit, station)
+        if implicit is None:
+            make = self._datasets(query, prepared)
+        else:
+            make = self._encoded(query, prepared, implicit)
+        shortcut = self._shortcut(query, prepared, implicit, station)
         try:
-            yield from self._answers(query, station, is_cancelled, outcome, make, shortcut)
+            yield from self._answers(query, station, is_cancelled, outcome, make, shortcut, prepared.memo)
         except SQLAlchemyError as exc:
             logger.error(
                 "C-FIND from %s failed: worklist store unavailable (%s)", calling_aet, type(exc).__name__
@@ -175,12 +202,13 @@ class WorklistFinder:
         outcome: FindOutcome,
         make: AnswerMaker,
         shortcut: Shortcut | None,
+        memo: StepMemo | None,
     ) -> Iterator[Response]:
         pending = PENDING_UNSUPPORTED_KEYS if query.unsupported else PENDING
         limit = self.options.limit_answers
         candidates = self.store.candidates(query)
         outcome.candidates = len(candidates)
-        for answers in self._per_item(candidates, query, station, make, shortcut):
+        for answers in self._per_item(candidates, query, station, make, shortcut, memo):
             if is_cancelled():
                 outcome.status = CANCEL
                 yield CANCEL, None
@@ -204,6 +232,7 @@ class WorklistFinder:
         station: str | None,
         make: AnswerMaker,
         shortcut: Shortcut | None,
+        memo: StepMemo | None,
     ) -> Iterator[Iterator[Dataset | bytes | None]]:
         """Each candidate's answers, lazily, in the candidates' order: from the answer cache alone when
         `shortcut` has them all, else by matching the item (restored from the item cache or the store)."""
@@ -227,7 +256,7 @@ class WorklistFinder:
                 elif entry is not None and entry[0] == item_id:  # else deleted meanwhile: skipped
                     _, version, item = entry
                     entry = None  # the item's only reference is the generator below
-                    yield self._matched(query, station, make, item_id, version, item)
+                    yield self._matched(query, station, make, memo, item_id, version, item)
                     entry = next(entries, None)
 
     @staticmethod
@@ -235,34 +264,47 @@ class WorklistFinder:
         query: CompiledQuery,
         station: str | None,
         make: AnswerMaker,
+        memo: StepMemo | None,
         item_id: str,
         version: Version,
         item: dict[str, Any],
     ) -> Iterator[Dataset | bytes | None]:
-        for index in matching_steps(query, item):
+        steps = matching_steps(query, item)
+        if memo is not None:
+            memo.put(item_id, version, tuple(steps))
+        for index in steps:
             if station is not None and station not in _stations(_steps(item)[index]):
                 continue  # FilterIssuerAet: only the steps scheduled on the calling station
             yield make(item_id, version, item, index)
 
     def _shortcut(
-        self, query: CompiledQuery, terms: list[str] | None, implicit: bool | None, station: str | None
+        self, query: CompiledQuery, prepared: PreparedQuery, implicit: bool | None, station: str | None
     ) -> Shortcut | None:
-        """For a query that constrains nothing (a universal one), every step of every candidate matches: an
-        item whose answers are all in the answer cache need not be restored and matched at all."""
-        if implicit is None or station is not None or query.top.predicates or query.sps is not None:
+        """An item whose answers are all in the answer cache need not be restored and matched at all when
+        the steps it matches are known: every step for a query that constrains nothing (a universal one),
+        else the ones this prepared query matched at the item's version before (its StepMemo)."""
+        shape = prepared.shape
+        if implicit is None or station is not None or shape is None:
             return None
-        shape = response_shape(query)
-        if shape is None:
+        memo = prepared.memo
+        charset, answers, cache = prepared.charset, self.answers, self.cache
+        if not query.top.predicates and query.sps is None:
+
+            def matching(item_id: str, version: Version) -> Sequence[int] | None:
+                steps = cache.steps(item_id, version)
+                return range(steps) if steps else None  # not cached at this version, or without steps
+
+        elif memo is not None:
+            matching = memo.get
+        else:
             return None
-        charset = tuple(terms) if terms is not None else None
-        answers, cache = self.answers, self.cache
 
         def lookup(item_id: str, version: Version) -> list[bytes] | None:
-            steps = cache.steps(item_id, version)
-            if not steps:  # not cached at this version (or without steps): the item decides
+            steps = matching(item_id, version)
+            if steps is None:  # the item decides
                 return None
             found: list[bytes] = []
-            for index in range(steps):
+            for index in steps:
                 data = answers.get((item_id, version, index, shape, charset, implicit))
                 if data is None:
                     return None
@@ -271,7 +313,9 @@ class WorklistFinder:
 
         return lookup
 
-    def _datasets(self, query: CompiledQuery, terms: list[str] | None) -> AnswerMaker:
+    def _datasets(self, query: CompiledQuery, prepared: PreparedQuery) -> AnswerMaker:
+        terms = prepared.terms
+
         def make(item_id: str, version: Version, item: dict[str, Any], index: int) -> Dataset | None:
             try:
                 return dicom_json_to_dataset(with_character_set(response(query, item, index), terms))
@@ -281,9 +325,8 @@ class WorklistFinder:
 
         return make
 
-    def _encoded(self, query: CompiledQuery, terms: list[str] | None, implicit: bool) -> AnswerMaker:
-        shape = response_shape(query)
-        charset = tuple(terms) if terms is not None else None
+    def _encoded(self, query: CompiledQuery, prepared: PreparedQuery, implicit: bool) -> AnswerMaker:
+        terms, shape, charset = prepared.terms, prepared.shape, prepared.charset
         answers = self.answers
 
         def make(item_id: str, version: Version, item: dict[str, Any], index: int) -> bytes | None:

@@ -21,7 +21,7 @@ SUBJECTS = "worklist.*"
 
 
 class CacheListener:
-    """Runs shared.bus.Bus on its own asyncio loop, since pynetdicom's association threads are synchronous.
+    """Runs shared.bus.Bus on its own asyncio loop, since the association threads are synchronous.
 
     The SCP starts and serves while NATS is down: Bus keeps reconnecting, and the resync every
     `interval` seconds (HousekeepingInterval) covers whatever events were missed meanwhile.

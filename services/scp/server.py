@@ -1,26 +1,23 @@
-"""The SCP factory: store, item cache, event listener, the pynetdicom AE and the health/metrics port, started
-and stopped together."""
+"""The SCP factory: store, item cache, event listener, the association acceptor and the health/metrics port,
+started and stopped together."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import socket
-import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pynetdicom import AE, _config
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.scp.association import AssociationServer, Timeouts
 from services.scp.cache import ItemCache
 from services.scp.find import FindOptions, WorklistFinder
-from services.scp.handlers import bind
+from services.scp.handlers import WorklistServices
 from services.scp.listener import CacheListener
 from services.scp.lookup import ItemStore
 from services.scp.policy import AccessPolicy, Resolver, resolve_host
@@ -35,13 +32,12 @@ from shared.migrate import alembic_config
 
 logger = logging.getLogger(__name__)
 
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-VERIFICATION = "1.2.840.10008.1.1"
-# Eight modalities querying at once, plus room for slow clients; beyond it pynetdicom rejects (transient).
+# Eight modalities querying at once, plus room for slow clients; beyond it an association is rejected
+# (transient, local limit exceeded).
 MAX_ASSOCIATIONS = 32
 # Seconds. A silent peer is dropped (never an association hanging forever); a slow store fails the query.
 NETWORK_TIMEOUT = 60
-DIMSE_TIMEOUT = 30
+ACSE_TIMEOUT = 30
 STORE_TIMEOUT_MS = 15_000
 # Seconds between checks that every worker process still runs.
 WORKER_CHECK_INTERVAL = 1.0
@@ -98,76 +94,6 @@ def check_store(engine: Engine, database_url: str) -> None:
         logger.warning("the worklist store is at a newer revision (%s) than this code knows", sorted(current))
 
 
-def create_ae(settings: Settings) -> AE:
-    """The AE answering Modality Worklist C-FIND and Verification under DicomAet."""
-    # pynetdicom would log every answer's identifier (patient data) at debug level.
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    # Nor bind its "standard" event handlers, which format a description of every PDU and DIMSE message
-    # (~1.5 ms of CPU per association) for debug lines that the pynetdicom logger, kept at WARNING, drops.
-    _config.LOG_HANDLER_LEVEL = "none"
-    ae = AE(ae_title=settings.dicom_aet)
-    ae.add_supported_context(MODALITY_WORKLIST_FIND)
-    ae.add_supported_context(VERIFICATION)
-    ae.maximum_associations = MAX_ASSOCIATIONS
-    ae.network_timeout = NETWORK_TIMEOUT
-    ae.dimse_timeout = DIMSE_TIMEOUT
-    ae.acse_timeout = DIMSE_TIMEOUT
-    return ae
-
-
-LISTEN_BACKLOG = 512
-
-
-class AssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server without its forced garbage collections, optionally on a shared port."""
-
-    share_port = False
-    # socketserver's default is 5: 32 modalities connecting at once overflowed it, and the kernel then drops
-    # connections that the modality retries only 1, 3, 7 s later (seen as multi-second C-FIND latencies, and
-    # as association timeouts at 48). The kernel caps it at net.core.somaxconn.
-    request_queue_size = LISTEN_BACKLOG
-
-    def server_bind(self) -> None:
-        if self.share_port and self.socket is not None:
-            # Several SCP processes (one per core) bind the same port; the kernel spreads the connections.
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-    def service_actions(self) -> None:
-        """No full gc.collect() every 60 associations, as pynetdicom's AssociationServer does.
-
-        A full collection walks every object: with the item cache warm that is tens to hundreds of
-        milliseconds of CPU, holding the GIL against every association. Python's generational collector
-        still reclaims the reference cycles a finished association leaves (why pynetdicom forces it), at a
-        cost proportional to what was allocated rather than to everything the process holds.
-        """
-
-
-class SharedPortServer(AssociationServer):
-    share_port = True
-
-
-def listen(
-    ae: AE,
-    address: tuple[str, int],
-    handlers: list[Any],
-    *,
-    share_port: bool,
-    ssl_context: ssl.SSLContext | None = None,
-) -> ThreadedAssociationServer:
-    """What ae.start_server(address, block=False, evt_handlers=handlers) does, with our server class."""
-    server_class = SharedPortServer if share_port else AssociationServer
-    server = ae.make_server(
-        address, evt_handlers=handlers, server_class=server_class, ssl_context=ssl_context
-    )
-    thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
-    thread.start()
-    # As start_server does: ae.shutdown() stops the servers listed here, and server.shutdown() expects to be.
-    ae._servers.append(server)
-    return server
-
-
 def find_options(settings: Settings) -> FindOptions:
     return FindOptions(
         match=MatchOptions(case_sensitive_pn=settings.case_sensitive_pn),
@@ -211,9 +137,9 @@ class ScpServer:
             on_resync=self.metrics.cache_resynced,
         )
         self.policy = AccessPolicy.from_settings(settings, resolver)
-        self.ae = create_ae(settings)
+        self.maximum_associations = MAX_ASSOCIATIONS
         self.health = ThreadedHealthServer(self.readiness, self.metrics.registry)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: AssociationServer | None = None
 
     def readiness(self) -> tuple[bool, Checks]:
         """Ready while the store answers. NATS is reported but not required, on purpose.
@@ -237,6 +163,16 @@ class ScpServer:
         return int(self._server.server_address[1])
 
     @property
+    def active_associations(self) -> int:
+        """Connections being served now (associations, and connections on their way to one)."""
+        return self._server.active if self._server is not None else 0
+
+    def set_maximum_associations(self, maximum: int) -> None:
+        self.maximum_associations = maximum
+        if self._server is not None:
+            self._server.maximum_associations = maximum
+
+    @property
     def health_port(self) -> int:
         """The port of /healthz, /readyz and /metrics (RuntimeError when ScpHealthPort is 0)."""
         return self.health.port
@@ -250,19 +186,21 @@ class ScpServer:
         self.listener.start()
         finder = WorklistFinder(self.store, self.cache, find_options(self.settings))
         host, dicom_port = self.settings.bind_address, self.settings.dicom_port
-        handlers = bind(finder, self.policy, self.metrics)
+        services = WorklistServices(finder, self.policy, self.metrics)
         try:
-            self._server = listen(
-                self.ae,
+            self._server = AssociationServer(
                 (host, dicom_port),
-                handlers,
-                share_port=self.share_port,
+                services,
+                timeouts=Timeouts(acse=ACSE_TIMEOUT, network=NETWORK_TIMEOUT),
+                maximum_associations=self.maximum_associations,
                 ssl_context=self.ssl_context,
+                share_port=self.share_port,
             )
         except OSError as exc:
             self.listener.stop()
             self.engine.dispose()
             raise _listen_error(exc, "DICOM", host, dicom_port) from exc
+        threading.Thread(target=self._server.serve_forever, name="scp-acceptor", daemon=True).start()
         logger.info(
             "Modality Worklist SCP %s listening on %s:%d%s",
             self.settings.dicom_aet,
@@ -287,9 +225,8 @@ class ScpServer:
 
     def _stop_dicom(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server = None
-        self.ae.shutdown()
         self.listener.stop()
         self.engine.dispose()
 

@@ -1,7 +1,7 @@
 """ScpWorkers: extra SCP processes on the same DICOM port (SO_REUSEPORT), so that every core answers.
 
-pynetdicom runs each association on threads under one GIL: one process uses one core however many
-modalities query at once. The process started as `python -m services.scp` is worker 0 (DICOM port, health
+Associations run on threads under one GIL: one process uses one core however many modalities query at
+once. The process started as `python -m services.scp` is worker 0 (DICOM port, health
 port, metrics); it starts workers 1..N-1 as child processes of the same program with `--share-port`, each
 with its own store connections and item cache, and the kernel
 spreads new connections over the listening processes. When a worker dies the others are stopped and the

@@ -366,7 +366,7 @@ def run_raw(port: int, case: RawCase) -> list[int]:
 
 def wait_for_associations_below(server: ScpServer, count: int, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
-    while len(server.ae.active_associations) >= count:
+    while server.active_associations >= count:
         assert time.monotonic() < deadline, f"{len(server.ae.active_associations)} associations never end"
         time.sleep(0.005)
 

@@ -227,8 +227,8 @@ def test_each_refused_association_is_counted_once_by_reason(scp: ScpServer) -> N
         c_echo(scp.port, aec="SOMEONE")  # DicomCheckCalledAet
     assert refused("called_aet") == 1
 
-    # pynetdicom's own rejection (EVT_REJECTED) when every association slot is taken.
-    scp.ae.maximum_associations = 1
+    # The acceptor's own rejection when every association slot is taken.
+    scp.set_maximum_associations(1)
     try:
         held = associate(scp.port, "HOLDER")
         assert held.is_established
@@ -237,7 +237,7 @@ def test_each_refused_association_is_counted_once_by_reason(scp: ScpServer) -> N
         finally:
             held.release()
     finally:
-        scp.ae.maximum_associations = MAX_ASSOCIATIONS
+        scp.set_maximum_associations(MAX_ASSOCIATIONS)
     assert refused("too_many_associations") == 1
     assert refused("called_aet") == 1
     assert refused("calling_aet_host") == 0 and refused("other") == 0

@@ -10,11 +10,12 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+from typing import cast
 
 import pytest
 
-from services.scp.server import LISTEN_BACKLOG, create_ae, listen
-from shared.config import load_settings
+from services.scp.association import LISTEN_BACKLOG, AssociationServer, Timeouts
+from services.scp.handlers import WorklistServices
 
 # struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked...
 _TCP_INFO = struct.Struct("8B6I")
@@ -30,10 +31,16 @@ def accept_queue_limit(sock: socket.socket) -> int:
 def test_the_dicom_port_queues_a_burst_of_connections(share_port: bool) -> None:
     with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
         expected = min(LISTEN_BACKLOG, int(f.read()))
-    ae = create_ae(load_settings(environ={}))
-    server = listen(ae, ("127.0.0.1", 0), [], share_port=share_port)
+    services = cast(WorklistServices, None)  # no connection is made: the services are never called
+    server = AssociationServer(
+        ("127.0.0.1", 0),
+        services,
+        timeouts=Timeouts(acse=1, network=1),
+        maximum_associations=1,
+        share_port=share_port,
+    )
     try:
         assert expected >= 128  # what 48 modalities at once needed in the soak test
         assert accept_queue_limit(server.socket) == expected
     finally:
-        ae.shutdown()
+        server.server_close()

@@ -9,6 +9,8 @@ from io import BytesIO
 
 import pytest
 from pydicom import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from pynetdicom import AE
 from pynetdicom.dsutils import decode, encode
 
 from services.scp.server import ScpServer
@@ -72,6 +74,27 @@ def test_a_modality_gone_mid_answer_frees_its_association(scp: ScpServer) -> Non
         assert client.read_pdu() is not None  # the first answer is on its way
         client.abort_connection()
     deadline = time.monotonic() + 5
-    while scp.ae.active_associations:
+    while scp.active_associations:
         assert time.monotonic() < deadline, "the SCP kept answering a modality that was gone"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("syntax", [DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_a_modality_proposing_only_deflated_or_big_endian_is_answered_in_it(
+    scp: ScpServer, syntax: str
+) -> None:
+    ae = AE(ae_title="OLDCT")
+    ae.add_requested_context(rd.MWL_FIND, [syntax])
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="ORTHANC")
+    assert assoc.is_established
+    try:
+        assert assoc.accepted_contexts[0].transfer_syntax[0] == syntax
+        query = Dataset()
+        query.PatientID = "S0007"
+        query.AccessionNumber = ""
+        responses = list(assoc.send_c_find(query, rd.MWL_FIND))
+    finally:
+        assoc.release()
+    assert [int(status.Status) for status, _ in responses] == [0xFF00, 0x0000]
+    assert responses[0][1].AccessionNumber == "ACC0007"

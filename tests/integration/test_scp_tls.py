@@ -165,9 +165,7 @@ def test_a_stalled_handshake_does_not_hold_up_other_modalities(env: Env) -> None
 
 
 def test_certificate_optional_without_trusted_bundle(env: Env) -> None:
-    options = tls_options(
-        env.pki, DicomTlsRemoteCertificateRequired=False, DicomTlsTrustedCertificates=None
-    )
+    options = tls_options(env.pki, DicomTlsRemoteCertificateRequired=False, DicomTlsTrustedCertificates=None)
     with running_scp(env.database_url, env.nats_url, **options) as scp:
         assert tls_echo(scp.port, client_context(env.pki, with_certificate=False))
         assert not tls_echo(scp.port, None)

@@ -4,9 +4,7 @@ answer of another item version or another set of requested keys."""
 
 from __future__ import annotations
 
-import struct
 from io import BytesIO
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -14,7 +12,7 @@ from pydicom import Dataset
 from pynetdicom.dsutils import decode, encode
 
 from services.scp import cache as cache_module
-from services.scp.answers import ENTRY_OVERHEAD, AnswerCache, ResponseWriter, pending_command
+from services.scp.answers import ENTRY_OVERHEAD, AnswerCache
 from services.scp.cache import ItemCache
 from services.scp.find import FindOptions, FindOutcome, WorklistFinder
 from services.scp.lookup import ItemStore
@@ -150,49 +148,3 @@ def test_a_constraining_nested_sequence_has_no_reusable_shape() -> None:
 
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"
-
-
-def test_pending_command_is_a_c_find_rsp_with_its_status_and_a_dataset() -> None:
-    command = decode(BytesIO(pending_command(7, MWL_FIND, 0xFF01)), True, True)
-    assert command.CommandField == 0x8020
-    assert command.MessageIDBeingRespondedTo == 7
-    assert command.Status == 0xFF01
-    assert command.CommandDataSetType != 0x0101
-    assert command.AffectedSOPClassUID == "1.2.840.10008.5.1.4.31"
-
-
-@pytest.mark.parametrize("max_pdu", [0, 16382, 1024])
-def test_pdus_never_exceed_the_peers_maximum_and_carry_the_whole_answer(max_pdu: int) -> None:
-    sent: list[Any] = []
-    assoc = SimpleNamespace(
-        dul=SimpleNamespace(send_pdu=sent.append, is_alive=lambda: True), is_established=True
-    )
-    writer = ResponseWriter(assoc, 7, MWL_FIND, 3, True, max_pdu)
-    identifier = bytes(range(256)) * 20  # 5120 bytes: fragmented under 1024
-    writer.send(identifier, 0xFF00)
-    command, data = b"", b""
-    for primitive in sent:
-        pdvs = primitive.presentation_data_value_list
-        pdu_length = sum(6 + len(value) - 1 for _, value in pdvs)  # 4 length + 1 context + header + data
-        assert not max_pdu or pdu_length <= max_pdu
-        for context, value in pdvs:
-            assert context == 3
-            header, fragment = value[0], value[1:]
-            if header & 0x01:
-                command += fragment
-            else:
-                data += fragment
-        last_header = pdvs[-1][1][0]
-    assert data == identifier
-    assert last_header & 0x02  # the last fragment says so
-    assert decode(BytesIO(command), True, True).Status == 0xFF00
-    assert struct.unpack("<HH", command[:4]) == (0, 0)  # (0000,0000) CommandGroupLength first
-
-
-def test_a_writer_knows_when_the_peer_is_gone() -> None:
-    alive = {"dul": True}
-    assoc = SimpleNamespace(dul=SimpleNamespace(is_alive=lambda: alive["dul"]), is_established=True)
-    writer = ResponseWriter(assoc, 7, MWL_FIND, 1, True, 0)
-    assert writer.connected
-    alive["dul"] = False  # the connection closed: pynetdicom's DUL thread ended
-    assert not writer.connected

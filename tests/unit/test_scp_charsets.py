@@ -183,3 +183,11 @@ def test_answers_survive_encoding_without_losing_a_character(query: list[str] | 
 def test_stored_character_set_is_replaced_by_the_answer_one() -> None:
     stored = {"00080005": {"vr": "CS", "Value": ["ISO_IR 100"]}, "00100020": {"vr": "LO", "Value": ["P1"]}}
     assert with_character_set(stored, None) == {"00100020": {"vr": "LO", "Value": ["P1"]}}
+
+
+def test_a_name_whose_two_byte_character_holds_a_delimiter_byte_is_answered_in_utf8() -> None:
+    # JIS X 0212 writes U+0120 as the bytes "*=": a person name's reader splits component groups on "=",
+    # so in ISO 2022 IR 159 the name would come back broken (found by test_fuzz_charsets).
+    query = ["", "ISO 2022 IR 159"]
+    assert representable("Ġ", query) is False
+    assert answer_terms(["^Ġ"], query) == ["ISO_IR 192"]

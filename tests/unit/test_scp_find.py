@@ -7,10 +7,8 @@ the real store are covered by tests/integration/test_scp_*.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -23,14 +21,11 @@ from services.scp.find import (
     FindOutcome,
     Response,
     WorklistFinder,
-    issuer_filter_applies,
     steps_at_station,
 )
-from services.scp.handlers import handle_find
 from services.scp.lookup import Candidate, ItemStore, LoadedItem
-from services.scp.policy import AccessPolicy
+from services.scp.prepared import issuer_filter_applies
 from shared.matching import CompiledQuery, MatchOptions
-from shared.metrics import REFUSAL_REASONS, ScpMetrics
 from tests.support.dicom_clients import worklist
 
 
@@ -94,7 +89,7 @@ TWO_STEPS = worklist(steps=[{}, {"Modality": "MR", "ScheduledStationAETitle": "M
 def test_one_pending_answer_per_matching_step() -> None:
     responses = run(finder([TWO_STEPS]), query())
     assert statuses(responses) == [0xFF00, 0xFF00]
-    steps = [ds.ScheduledProcedureStepSequence for _, ds in responses if ds is not None]
+    steps = [ds.ScheduledProcedureStepSequence for _, ds in responses if isinstance(ds, Dataset)]
     assert [len(s) for s in steps] == [1, 1]
     assert {s[0].Modality for s in steps} == {"CT", "MR"}
 
@@ -210,79 +205,5 @@ def test_filter_issuer_aet_restricts_only_when_the_query_leaves_the_station_open
     f = finder([TWO_STEPS], filter_issuer_aet=True)
     responses = run(f, query(ScheduledStationAETitle=station), calling="MR01")
     assert [
-        ds.ScheduledProcedureStepSequence[0].Modality for _, ds in responses if ds is not None
+        ds.ScheduledProcedureStepSequence[0].Modality for _, ds in responses if isinstance(ds, Dataset)
     ] == expected
-
-
-@dataclass
-class FakeEvent:
-    """Just what handle_find reads from a pynetdicom Event."""
-
-    identifier: Dataset
-    calling: str = "CT01"
-    is_cancelled: bool = False
-    assoc: Any = None
-
-    def __post_init__(self) -> None:
-        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title=self.calling, address="192.0.2.1"))
-
-
-def handle(
-    f: WorklistFinder, event: FakeEvent, p: AccessPolicy, metrics: ScpMetrics | None = None
-) -> Iterator[Response]:
-    return handle_find(cast(Any, event), f, p, metrics or ScpMetrics())
-
-
-def sample(metrics: ScpMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels or None) or 0.0
-
-
-def test_refused_caller_gets_a_failure_with_comment_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    p = AccessPolicy("ORTHANC", [], always_allow_find=False, check_called_aet=False, check_host=False)
-    [(status, identifier)] = list(handle(finder([TWO_STEPS]), FakeEvent(query(), "STRANGER"), p))
-    assert isinstance(status, Dataset)
-    assert status.Status == 0xC003
-    assert "not allowed" in status.ErrorComment
-    assert identifier is None
-    assert "STRANGER" in caplog.text and "DicomAlwaysAllowFindWorklist" in caplog.text
-
-
-def test_log_line_has_caller_count_and_duration_but_no_patient_data(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    p = AccessPolicy("ORTHANC", [], always_allow_find=True, check_called_aet=False, check_host=False)
-    item = worklist(name="Secretname^Patient", patient_id="PID-SECRET")
-    responses = list(handle(finder([item]), FakeEvent(query(PatientID="PID-SECRET")), p))
-    assert len(responses) == 1
-    assert "C-FIND from 'CT01': 1 answer(s)" in caplog.text
-    assert " ms" in caplog.text
-    assert "Secretname" not in caplog.text and "PID-SECRET" not in caplog.text
-
-
-def test_each_cfind_is_counted_with_its_status_latency_and_answers() -> None:
-    allow = AccessPolicy("ORTHANC", [], always_allow_find=True, check_called_aet=False, check_host=False)
-    metrics = ScpMetrics()
-    list(handle(finder([TWO_STEPS]), FakeEvent(query()), allow, metrics))
-    list(handle(finder([TWO_STEPS]), FakeEvent(query(Modality="US")), allow, metrics))
-    assert sample(metrics, "mwl_cfind_requests_total", status="success") == 2
-    assert sample(metrics, "mwl_cfind_duration_seconds_count") == 2
-    assert sample(metrics, "mwl_cfind_answers_sum") == 2
-    assert sample(metrics, "mwl_cfind_answers_bucket", le="0.0") == 1
-
-
-def test_a_refused_cfind_counts_as_refused_not_as_a_refused_association() -> None:
-    deny = AccessPolicy("ORTHANC", [], always_allow_find=False, check_called_aet=False, check_host=False)
-    metrics = ScpMetrics()
-    list(handle(finder([TWO_STEPS]), FakeEvent(query(), "STRANGER"), deny, metrics))
-    assert sample(metrics, "mwl_cfind_requests_total", status="refused") == 1
-    for reason in REFUSAL_REASONS:
-        assert sample(metrics, "mwl_associations_refused_total", reason=reason) == 0
-
-
-def test_log_line_carries_structured_fields(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    p = AccessPolicy("ORTHANC", [], always_allow_find=True, check_called_aet=False, check_host=False)
-    list(handle(finder([TWO_STEPS]), FakeEvent(query()), p))
-    [record] = [r for r in caplog.records if r.getMessage().startswith("C-FIND from")]
-    fields = record.__dict__
-    assert (fields["calling_ae"], fields["status"], fields["answers"]) == ("CT01", "0x0000", 2)
-    assert fields["candidates"] == 1 and fields["duration_ms"] >= 0
