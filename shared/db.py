@@ -3,11 +3,16 @@ the housekeeper)."""
 
 from __future__ import annotations
 
+import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -76,13 +81,95 @@ def create_sync_engine(raw: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def create_async_db_engine(raw: str, **kwargs: Any) -> AsyncEngine:
+# How a pooled connection is checked before use: "ping" is a round trip (SELECT 1) at every checkout;
+# "socket" looks, without a round trip, whether the server has said anything on the idle connection.
+Liveness = Literal["ping", "socket"]
+
+
+def create_async_db_engine(raw: str, *, liveness: Liveness = "ping", **kwargs: Any) -> AsyncEngine:
     ensure_sqlite_folder(raw)
+    socket_check = liveness == "socket" and not is_sqlite(raw)
+    if socket_check:
+        kwargs = {**kwargs, "pool_pre_ping": False}
     engine = create_async_engine(async_url(raw), **_engine_options(raw, kwargs))
     if is_sqlite(raw):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if socket_check:
+        event.listen(engine.sync_engine, "checkout", _refuse_closed_socket)
     return engine
+
+
+def _refuse_closed_socket(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pool checkout: replace a connection the server closed while it sat in the pool.
+
+    An idle PostgreSQL connection has nothing to read: the server speaks on it only to end it (a restart,
+    pg_terminate_backend, an idle timeout), with a FATAL message and then end-of-file. So a readable socket,
+    checked without a round trip, stands for the pre-ping's SELECT 1 that would have failed; the pool then
+    opens a new connection instead of failing a request. (A host that vanished without a word is noticed by
+    neither, but by the statement's own failure.)
+    """
+    driver = record.driver_connection
+    if driver is None or driver.closed or _readable(driver.fileno()):
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_psycopg(engine: AsyncEngine) -> bool:
+    return engine.dialect.driver == "psycopg"
+
+
+@asynccontextmanager
+async def psycopg_connection(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection's psycopg connection itself, for the few hot statements written for PostgreSQL.
+
+    psycopg's errors come out as SQLAlchemy's (IntegrityError, OperationalError...), as from a session, and
+    a connection that broke is dropped from the pool. The connection goes back as it was lent: idle, not in
+    autocommit; one left otherwise (the caller was cancelled mid-way) is dropped rather than returned.
+    """
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        try:
+            yield driver
+        except psycopg.Error as exc:
+            lost = driver.closed or driver.broken or not await _restored(driver)
+            if lost:
+                await connection.invalidate(exc)
+            raise DBAPIError.instance(
+                None,
+                None,
+                exc,
+                psycopg.Error,
+                hide_parameters=True,  # as every engine: no patient data in exceptions
+                connection_invalidated=lost,
+                dialect=engine.dialect,
+            ) from exc
+        except BaseException:
+            await connection.invalidate()
+            raise
+        if not await _restored(driver):
+            await connection.invalidate()
+
+
+async def _restored(driver: psycopg.AsyncConnection[Any]) -> bool:
+    """Put the connection back as the pool lent it (idle, not in autocommit); False when it cannot be."""
+    try:
+        if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await driver.execute("ROLLBACK") if driver.autocommit else await driver.rollback()
+        if driver.autocommit:
+            await driver.set_autocommit(False)
+    except psycopg.Error:
+        return False
+    return True

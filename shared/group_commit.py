@@ -6,6 +6,10 @@ creates queued meanwhile are written together by `store.add_items` (the same row
 writes, one executemany per table), and each request is answered once the transaction holding its item has
 committed. Nothing waits to fill a batch: a lone create is written at once, so latency does not grow.
 
+On PostgreSQL the batch goes through psycopg itself (`store.create_items_pg`, `db.psycopg_connection`):
+one statement, one round trip, without SQLAlchemy's per-statement work. Its errors are turned into
+SQLAlchemy's (IntegrityError, OperationalError...), so callers see what the session path would raise.
+
 Failures stay per request: when the database is unreachable every create of the batch gets that error (each
 would have got it alone); any other failure is retried one create per transaction, so only the request whose
 item caused it fails.
@@ -20,9 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import store
+from shared.db import is_psycopg, psycopg_connection, session_factory
 
 # Bounds a transaction's size (and the rows a retry after a failure redoes one by one).
 MAX_BATCH = 64
@@ -40,13 +45,15 @@ class GroupCommit:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         *,
         source: str,
         on_commit: Callable[[], None] = lambda: None,
         max_batch: int = MAX_BATCH,
     ) -> None:
-        self.sessions = sessions
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self._psycopg = is_psycopg(engine)
         self.source = source
         self.on_commit = on_commit  # the outbox relay's wake-up: the transaction wrote events
         self.max_batch = max_batch
@@ -98,8 +105,12 @@ class GroupCommit:
             self._committed(batch)
 
     async def _write(self, batch: list[_Create]) -> None:
+        items = [(create.item_id, create.dataset) for create in batch]
+        if self._psycopg:
+            async with psycopg_connection(self.engine) as connection:
+                await store.create_items_pg(connection, items, source=self.source, now=datetime.now(UTC))
+            return
         async with self.sessions() as session, session.begin():
-            items = [(create.item_id, create.dataset) for create in batch]
             await store.add_items(session, items, source=self.source, now=datetime.now(UTC))
 
     def _committed(self, batch: list[_Create]) -> None:

@@ -27,7 +27,8 @@ RELAY_STOP_TIMEOUT = 5.0
 
 async def _store_and_bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    engine = create_async_db_engine(settings.database_url)
+    # No ping round trip per request: a connection the server closed is noticed on its socket (shared.db).
+    engine = create_async_db_engine(settings.database_url, liveness="socket")
     app[SESSIONS] = session_factory(engine)
     bus = Bus(settings.nats_url, "mwl-api")
     app[BUS] = bus
@@ -36,7 +37,7 @@ async def _store_and_bus(app: web.Application) -> AsyncIterator[None]:
     app[RELAY] = relay
     relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
     bus.on_connect(lambda _nc: _wake(relay))
-    app[CREATES] = creates = GroupCommit(app[SESSIONS], source=SOURCE_REST, on_commit=relay.wake)
+    app[CREATES] = creates = GroupCommit(engine, source=SOURCE_REST, on_commit=relay.wake)
     yield
     await creates.close()
     relay.stop()  # the batch under way is finished rather than cut off (its connection would be lost)

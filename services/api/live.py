@@ -1,10 +1,10 @@
 """Live updates: worklist events from NATS fanned out to browsers as Server-Sent Events (GET /events/stream).
 
-The feed holds a core NATS subscription on `worklist.>` (the events every writer publishes through the outbox:
-REST, folder sync, housekeeper) and one bounded queue per open stream. A stream whose browser does not keep
-up is closed rather than allowed to grow: EventSource reconnects by itself and the page reloads its table on
-every (re)connection, so nothing is missed for long. Frames carry the event payload as published, which holds
-no more patient data than a dashboard needs.
+While a stream is open the feed holds a core NATS subscription on `worklist.>` (the events every writer
+publishes through the outbox: REST, folder sync, housekeeper), and one bounded queue per open stream. A
+stream whose browser does not keep up is closed rather than allowed to grow: EventSource reconnects by itself
+and the page reloads its table on every (re)connection, so nothing is missed for long. Frames carry the event
+payload as published, which holds no more patient data than a dashboard needs.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ SUBJECT = "worklist.>"
 KEEPALIVE_SECONDS = 15.0
 QUEUE_SIZE = 256
 RETRY_MILLISECONDS = 2000
+FLUSH_TIMEOUT_SECONDS = 2
 _CLOSE = b""
 
 
@@ -39,24 +40,57 @@ class LiveFeed:
         self.keepalive = keepalive
         self.queue_size = queue_size
         self.subscription: Subscription | None = None
+        self._nc: NATS | None = None
         self._streams: set[asyncio.Queue[bytes]] = set()
         self._closing = False
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def open_streams(self) -> int:
         return len(self._streams)
 
     async def attach(self, nc: NATS) -> None:
-        """Subscribe once connected; nats-py renews the subscription by itself after a reconnection."""
-        self.subscription = await nc.subscribe(SUBJECT, cb=self._on_message)
+        """Use this connection (once connected); nats-py renews the subscription by itself after a
+        reconnection."""
+        self._nc = nc
+        await self._follow_streams()
 
     async def detach(self) -> None:
-        if self.subscription is not None:
-            with suppress(Exception):  # the connection may already be closed
-                await self.subscription.unsubscribe()
-            self.subscription = None
+        self._nc = None
+        await self._follow_streams()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    async def _follow_streams(self) -> None:
+        """Hold the NATS subscription while a stream is open, and only then: every event published (one per
+        REST create) would otherwise come back to this process to be dropped, at a CPU cost per create."""
+        async with self._lock:
+            nc = self._nc
+            if self._streams and nc is not None and self.subscription is None:
+                self.subscription = await nc.subscribe(SUBJECT, cb=self._on_message)
+                if nc.is_connected:  # the server has the subscription before the stream says it is connected
+                    with suppress(Exception):
+                        await nc.flush(FLUSH_TIMEOUT_SECONDS)
+            elif (not self._streams or nc is None) and self.subscription is not None:
+                subscription, self.subscription = self.subscription, None
+                with suppress(Exception):  # the connection may already be closed
+                    await subscription.unsubscribe()
+
+    def _follow_streams_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._follow_streams_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_streams_logged(self) -> None:
+        try:
+            await self._follow_streams()
+        except Exception as exc:
+            logger.warning("live updates: NATS subscription not changed (%s)", type(exc).__name__)
 
     async def _on_message(self, msg: Msg) -> None:
+        if not self._streams:
+            return  # the last stream closed; the subscription is on its way out
         frame = sse_frame(msg.subject, msg.data)
         if frame is None:
             logger.warning("ignoring a malformed %s event", msg.subject)
@@ -68,15 +102,18 @@ class LiveFeed:
                 logger.warning("closing a live stream that does not keep up; the browser will reconnect")
                 self._end(queue)
 
-    def open(self) -> asyncio.Queue[bytes]:
+    async def open(self) -> asyncio.Queue[bytes]:
         if self._closing:
             raise web.HTTPServiceUnavailable(reason="Server is shutting down")
         queue: asyncio.Queue[bytes] = asyncio.Queue(self.queue_size)
         self._streams.add(queue)
+        await self._follow_streams_logged()
         return queue
 
     def release(self, queue: asyncio.Queue[bytes]) -> None:
         self._streams.discard(queue)
+        if not self._streams:
+            self._follow_streams_soon()
 
     def close_all(self) -> None:
         """End every open stream (at shutdown, so that the server need not wait for them)."""
@@ -85,7 +122,7 @@ class LiveFeed:
             self._end(queue)
 
     def _end(self, queue: asyncio.Queue[bytes]) -> None:
-        self._streams.discard(queue)
+        self.release(queue)
         while not queue.empty():
             queue.get_nowait()
         queue.put_nowait(_CLOSE)
@@ -105,7 +142,7 @@ def sse_frame(subject: str, data: bytes) -> bytes | None:
 async def stream(request: web.Request) -> web.StreamResponse:
     """`GET /events/stream`: text/event-stream of worklist.created / updated / deleted (and rejected)."""
     feed = request.app[LIVE]
-    queue = feed.open()
+    queue = await feed.open()
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",

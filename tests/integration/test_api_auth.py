@@ -228,9 +228,7 @@ async def test_failures_are_logged_with_user_and_address_never_the_secret(
     assert all(record.levelno == logging.WARNING for record in caplog.records if "failed" in record.message)
 
 
-async def test_every_candidate_is_compared_whoever_asks(
-    api: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_candidate_is_compared_whoever_asks(api: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """No early exit: a right name, a wrong name, the first user or the last cost the same comparisons."""
     calls: list[int] = []
     real = hmac.compare_digest

@@ -97,6 +97,27 @@ async def test_a_browser_that_leaves_frees_its_stream(api: Client) -> None:
     assert feed.open_streams == 0
 
 
+async def test_events_come_from_nats_only_while_a_stream_is_open(api: Client) -> None:
+    # Without a browser watching, the events of every create would come back from NATS only to be dropped.
+    await connected(api)
+    feed = api.app[LIVE]
+    feed.keepalive = 0.05
+    await create(api, {"Tags": tags()})
+    assert feed.subscription is None
+    stream = await api.get("/events/stream")
+    await next_frame(stream)
+    assert feed.subscription is not None
+    item_id = (await create(api, {"Tags": tags()}))["ID"]
+    while item_id not in await next_frame(stream):  # keep-alives, or the first create's event relayed late
+        pass
+    stream.close()
+    for _ in range(100):
+        if feed.subscription is None:
+            break
+        await asyncio.sleep(0.02)
+    assert feed.subscription is None and feed.open_streams == 0
+
+
 async def test_shutdown_ends_open_streams_at_once(settings_factory: Any) -> None:
     app = create_app(settings_factory())
     runner = web.AppRunner(app)  # the default shutdown_timeout would wait 60 s for open handlers

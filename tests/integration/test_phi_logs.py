@@ -101,6 +101,7 @@ async def test_a_working_day_logs_no_patient_data(
         assert len(await listed.json()) == 1
         replaced = tags(ScheduledStationAETitle="CT02")
         assert (await api.put(item, json={"Tags": replaced})).status == 200
+
         # The folder: the good file is served, the broken one reported.
         async def folder_item_served() -> bool:
             found = await api.get("/worklists", params={"PatientID": "PHI-F5521"})
