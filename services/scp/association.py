@@ -289,6 +289,7 @@ class Connection:
         else:
             services.association_rejected(rejection, negotiation.calling_aet, self.host)
         if rejection is not None:
+            self.server.forget(self)
             self.send(reject_pdu(rejection))
             return None
         self.send(negotiation.accept)
@@ -305,6 +306,9 @@ class Connection:
                 for message in self._messages(association, data):
                     self._dispatch(association, message)
             elif kind == RELEASE_RQ:
+                # No longer counted against MaximumAssociations once the modality can see it ended: it may
+                # open its next association the moment the A-RELEASE-RP arrives.
+                self.server.forget(self)
                 self.send(RELEASE_RP_PDU)
                 return
             elif kind == ABORT:
@@ -446,9 +450,13 @@ class AssociationServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             logger.exception("association from %s failed", host)
         finally:
             # No longer counted against MaximumAssociations while it waits for the peer to close.
-            with self._lock:
-                self._connections.discard(connection)
+            self.forget(connection)
             connection.close(linger)
+
+    def forget(self, connection: Connection) -> None:
+        """The connection no longer counts against MaximumAssociations (it is ending)."""
+        with self._lock:
+            self._connections.discard(connection)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._pool.submit(self.process_request_thread, request, client_address)

@@ -17,8 +17,10 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from services.scp import association
 from services.scp.server import MAX_ASSOCIATIONS, ScpServer
 from shared.migrate import upgrade
+from tests.support import raw_dimse as rd
 from tests.support.dicom_clients import (
     VERIFICATION,
     add_items,
@@ -243,3 +245,26 @@ def test_each_refused_association_is_counted_once_by_reason(scp: ScpServer) -> N
     assert refused("calling_aet_host") == 0 and refused("other") == 0
     assert c_echo(scp.port) == 0x0000  # accepted again once there is room
     assert refused("too_many_associations") == 1
+
+
+def test_an_ending_association_stops_counting_before_the_modality_sees_it_end(
+    scp: ScpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A modality opens its next association the moment the A-RELEASE-RP (or an A-ASSOCIATE-RJ) arrives:
+    if the ended one still counted then, 32 modalities querying back to back got "too many associations"."""
+    counted_when_sent: dict[bytes, bool] = {}
+    send = association.Connection.send
+
+    def recording_send(connection: association.Connection, data: bytes) -> None:
+        counted_when_sent[data[:1]] = connection in connection.server._connections
+        send(connection, data)
+
+    monkeypatch.setattr(association.Connection, "send", recording_send)
+    with rd.RawClient(scp.port, timeout=10) as client:
+        client.associate()
+        assert client.release() is not None
+    with rd.RawClient(scp.port, timeout=10) as client:
+        assert client.associate(rd.associate_rq(called="SOMEONE")).type == rd.ASSOCIATE_RJ  # type: ignore[union-attr]
+    assert counted_when_sent[bytes([rd.ASSOCIATE_AC])] is True
+    assert counted_when_sent[bytes([rd.RELEASE_RP])] is False
+    assert counted_when_sent[bytes([rd.ASSOCIATE_RJ])] is False
