@@ -33,6 +33,9 @@ MAX_CACHED_BYTES = 8 * 1024
 # costs ~180 bytes (id, version, step positions, dict slot), so ~18 MB at most. A repeated query then
 # restores and matches only the items changed since it last ran.
 MEMO_CAPACITY = 100_000
+# What one prepared query may hold of it: a universal query over a large store must not take all the room
+# and leave every other query without a memo.
+MEMO_SHARE = 4
 # Distinct response shapes numbered for the answer-cache keys of the cached prepared queries; a handful in
 # practice (past it, a new shape stays a tuple: slower to hash, as right).
 MAX_SHAPES = 1024
@@ -114,6 +117,7 @@ class _Budget:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.per_query = max(capacity // MEMO_SHARE, 1)
         self.used = 0
         self.lock = threading.Lock()
 
@@ -147,7 +151,7 @@ class StepMemo:
             if self._closed:
                 return
             if item_id not in self._found:
-                if budget.used >= budget.capacity:
+                if budget.used >= budget.capacity or len(self._found) >= budget.per_query:
                     return  # full: this item is matched again next time
                 budget.used += 1
             self._found[item_id] = (version, steps)

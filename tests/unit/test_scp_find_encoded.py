@@ -342,7 +342,7 @@ def test_an_updated_item_is_matched_again() -> None:
 
 def test_memo_entries_are_bounded_and_released_with_their_query(restores: list[int]) -> None:
     f = finder()
-    f.prepared = PreparedQueries(capacity=1, memo_capacity=3)
+    f.prepared = PreparedQueries(capacity=1, memo_capacity=12)  # 3 per query
     constrained = encoded(with_keys(Modality="CT"), True)
     expected = from_dataset(finder(), constrained, True, "CT01")
     assert from_bytes(f, constrained, True, "CT01") == expected
@@ -352,6 +352,17 @@ def test_memo_entries_are_bounded_and_released_with_their_query(restores: list[i
     from_bytes(f, encoded(with_keys(PatientID="P3"), True), True, "CT01")  # evicts the first query
     assert f.prepared.memo_entries == 3
     assert len(f.prepared) == 1
+
+
+def test_one_query_takes_at_most_a_quarter_of_the_memo(restores: list[int]) -> None:
+    f = finder()
+    f.prepared = PreparedQueries(capacity=2, memo_capacity=8)
+    first = encoded(with_keys(Modality="CT"), True)
+    second = encoded(with_keys(Modality="CT", PatientName="*"), True)  # other bytes, the same matches
+    from_bytes(f, first, True, "CT01")
+    assert f.prepared.memo_entries == 2  # of 4 items: a quarter of the room
+    from_bytes(f, second, True, "CT01")
+    assert f.prepared.memo_entries == 4  # the second query still gets its share
 
 
 def test_queries_asking_the_same_keys_share_one_response_shape() -> None:
