@@ -32,9 +32,10 @@ from shared.migrate import alembic_config
 
 logger = logging.getLogger(__name__)
 
-# Eight modalities querying at once, plus room for slow clients; beyond it an association is rejected
-# (transient, local limit exceeded).
-MAX_ASSOCIATIONS = 32
+# A department's modalities and a RIS querying at once, with room to spare (the soak test runs 32
+# modalities back to back plus 4 RIS checkers); beyond it an association is rejected (transient, local limit
+# exceeded). Each association is a pooled thread; a C-FIND costs a couple of milliseconds of CPU.
+MAX_ASSOCIATIONS = 64
 # Seconds. A silent peer is dropped (never an association hanging forever); a slow store fails the query.
 NETWORK_TIMEOUT = 60
 ACSE_TIMEOUT = 30
