@@ -97,10 +97,12 @@ class CacheListener:
         if msg.subject == WORKLIST_DELETED:
             self.cache.evict(item_id)
         elif msg.subject in (WORKLIST_CREATED, WORKLIST_UPDATED):
-            self.cache.evict(item_id)
+            # Replaced in place: evicting first would leave a moment where queries read the store for it.
             try:
                 await asyncio.to_thread(self.cache.refresh, [item_id])
             except Exception:  # store briefly away: the next query or resync loads it
+                # An old version is never answered (every answer checks the version), only held in memory.
+                self.cache.evict(item_id)
                 logger.warning("could not load worklist %s after its %s event", item_id, msg.subject)
 
     async def _resync_forever(self) -> None:

@@ -3,16 +3,20 @@ query may keep, and a warm-up that never holds the whole store's text at once.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 from pydicom import Dataset
 
 from services.scp.cache import RESYNC_BATCH, ItemCache
+from services.scp.listener import CacheListener
 from services.scp.lookup import Candidate, ItemStore, LoadedItem, candidates_query
+from shared.events import WORKLIST_UPDATED
 from shared.matching import MatchOptions, compile_query
 from tests.support.dicom_clients import worklist
 
@@ -103,3 +107,28 @@ def test_queries_with_the_same_keys_share_one_statement() -> None:
     assert second_params == {"patient_id": "P2", "modality": "MR"}
     only_patient, _ = candidates_query(compiled("P1", ""), "postgresql")
     assert only_patient is not first
+
+
+def _event(subject: str, item_id: str) -> Any:
+    return SimpleNamespace(subject=subject, data=json.dumps({"worklist_id": item_id}).encode())
+
+
+def test_an_updated_item_stays_cached_while_its_new_version_loads() -> None:
+    cache, fake = cache_of(1)
+    cache.resync()
+    cached_during_reload: list[bool] = []
+    load = fake.load
+
+    def watched_load(item_ids: Sequence[str]) -> list[LoadedItem]:
+        cached_during_reload.append("id00000" in cache)
+        return load(item_ids)
+
+    fake.load = watched_load  # type: ignore[method-assign]
+    fake.version = 2
+    listener = CacheListener(cache, "nats://127.0.0.1:1", 60)
+    asyncio.run(listener._on_message(_event(WORKLIST_UPDATED, "id00000")))
+    assert cached_during_reload == [True]  # queries never fall back to the store meanwhile
+    assert cache.steps("id00000", 2) == 1  # and the new version replaced the old one
+    fake.load = lambda item_ids: (_ for _ in ()).throw(OSError("store away"))  # type: ignore[method-assign]
+    asyncio.run(listener._on_message(_event(WORKLIST_UPDATED, "id00000")))
+    assert "id00000" not in cache  # not reloadable: the old version only held memory, it goes
