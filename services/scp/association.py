@@ -237,12 +237,12 @@ class Connection:
                 self.gone = True
 
     def close(self, linger: bool) -> None:
-        """Close; with `linger`, after the peer has read what we sent last and closed (or _LINGER passed),
-        so that an A-ASSOCIATE-RJ, A-RELEASE-RP or A-ABORT is not lost to a reset."""
+        """Close; with `linger`, once the peer has closed after reading what we sent last, or _LINGER passed
+        (Sta13, ARTIM: PS3.8 AE-8, AR-4). Closing first could lose that A-ASSOCIATE-RJ or A-RELEASE-RP to a
+        reset, or have the peer take our end-of-file for an abort before it reads the PDU (pynetdicom's
+        requestor does, now and then)."""
         with suppress(OSError, ssl.SSLError):
             if linger and not self.gone:
-                if not isinstance(self.sock, ssl.SSLSocket):
-                    self.sock.shutdown(socket.SHUT_WR)
                 self.sock.settimeout(_LINGER)
                 deadline = time.monotonic() + _LINGER
                 while time.monotonic() < deadline and self.sock.recv(65536):

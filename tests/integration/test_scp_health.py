@@ -268,3 +268,18 @@ def test_an_ending_association_stops_counting_before_the_modality_sees_it_end(
     assert counted_when_sent[bytes([rd.ASSOCIATE_AC])] is True
     assert counted_when_sent[bytes([rd.RELEASE_RP])] is False
     assert counted_when_sent[bytes([rd.ASSOCIATE_RJ])] is False
+
+
+def test_after_its_last_pdu_the_scp_waits_for_the_modality_to_close(scp: ScpServer) -> None:
+    """Sta13 (PS3.8 AE-8, AR-4): the requestor closes the connection. An acceptor closing first made
+    pynetdicom's requestor, now and then, report an abort instead of the rejection it had been sent."""
+    for request, answer in ((rd.associate_rq(called="SOMEONE"), rd.ASSOCIATE_RJ), (None, rd.RELEASE_RP)):
+        with rd.RawClient(scp.port, timeout=10) as client:
+            if request is None:
+                client.associate()
+                assert client.release().type == answer  # type: ignore[union-attr]
+            else:
+                assert client.associate(request).type == answer  # type: ignore[union-attr]
+            client.sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                client.sock.recv(1)  # no end-of-file: the SCP is waiting for us
