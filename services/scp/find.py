@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +140,7 @@ class WorklistFinder:
         calling_aet: str,
         is_cancelled: Callable[[], bool],
         outcome: FindOutcome,
-    ) -> Iterator[Response]:
+    ) -> Generator[Response, None, None]:
         """As find(identifier decoded, ..., implicit=implicit), from the identifier's bytes in implicit
         (True) or explicit (False) VR little endian, the transfer syntax the answers are encoded in.
 

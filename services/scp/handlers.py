@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from contextlib import closing
 from io import BytesIO
 from typing import Protocol
 
@@ -155,32 +156,29 @@ class WorklistServices:
         def is_cancelled() -> bool:
             return association.is_cancelled(request)
 
-        responses: Iterator[Response]
+        responses: Generator[Response, None, None]
         if context.little_endian_plain:
             responses = self.finder.find_encoded(
                 request.identifier, context.implicit, calling, is_cancelled, outcome
             )
         else:
             responses = self._find_other_syntax(request, calling, is_cancelled, outcome)
-        try:
+        with closing(responses):  # a modality gone mid-answer ends the finder's work now, not at collection
             for status, answer in responses:
                 if answer is None:
                     return status  # a final status: the finder stops there
                 if not association.connected:
                     return CANCEL  # the modality went away: stop matching and encoding for nobody
-                identifier = answer if isinstance(answer, bytes) else b""
+                if not isinstance(answer, bytes):  # both paths above encode their answers
+                    raise TypeError("a C-FIND answer reached the association unencoded")
                 association.send_pending(
-                    request, pending_response(request.message_id, request.sop_class, int(status)), identifier
+                    request, pending_response(request.message_id, request.sop_class, int(status)), answer
                 )
-        finally:
-            close = getattr(responses, "close", None)
-            if close is not None:
-                close()
         return SUCCESS
 
     def _find_other_syntax(
         self, request: FindRequest, calling: str, is_cancelled: Callable[[], bool], outcome: FindOutcome
-    ) -> Iterator[Response]:
+    ) -> Generator[Response, None, None]:
         """Deflated explicit VR little endian or explicit VR big endian: through pydicom Datasets."""
         syntax = request.context.transfer_syntax
         deflated, little = syntax == DEFLATED_EXPLICIT_VR_LE, syntax != EXPLICIT_VR_BE
